@@ -1,0 +1,785 @@
+#!/usr/bin/env python
+"""nnlayers benchmarks: training steps, fit, predict and sgemm, side by side with
+a textbook NumPy MLP and (if installed) PyTorch CPU.
+
+    python benchmarks/run.py [--quick] [--json PATH] [--png PATH] [--repeats K]
+                             [--threads N] [--peers-only] [--no-torch]
+
+Prints a table, writes JSON (default benchmarks/results.json) and a PNG bar plot
+(default benchmarks/results.png; skipped with a note if matplotlib is missing).
+All float32. Each number is the median over repeats of a timed loop (after a
+warm-up) inside this one process. This is a report, not a test: it exits 0
+whether or not the targets are met; it exits 1 if a case raised an error and 2
+if nnlayers cannot be imported (unless --peers-only).
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import sys
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+np = None  # imported in main() after the thread environment is set
+
+LR = 0.01
+TRAIN_CASES = [
+    # name, layer sizes, batch, skipped under --quick
+    ("small", (64, 32, 10), 32, False),
+    ("mnist-128", (784, 128, 10), 64, False),
+    ("medium", (784, 256, 256, 10), 128, False),
+    ("large", (784, 1024, 1024, 10), 256, False),
+    ("xl", (2048, 4096, 4096, 1000), 512, True),
+]
+PREDICT_SIZES = (784, 256, 10)
+PREDICT_BATCHES = (1, 1024)
+FIT_SIZES = (784, 256, 10)
+FIT_BATCH = 64
+FRAMEWORKS = ("nnlayers", "numpy", "torch")
+
+FLOP_NOTE = (
+    "FLOPs/step (training) = sum over Linear layers of 6*N*in*out, minus 2*N*in0*out0 "
+    "because the first layer's input gradient is skipped; predict = sum of 2*N*in*out. "
+    "Bias, activation, loss and SGD-update flops are not counted. The same count is "
+    "used for every framework."
+)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def train_flops(sizes, n):
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    return sum(6 * n * a * b for a, b in pairs) - 2 * n * pairs[0][0] * pairs[0][1]
+
+
+def predict_flops(sizes, n):
+    return sum(2 * n * a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def arch(sizes):
+    return "-".join(str(s) for s in sizes)
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                if key.strip() in ("model name", "Model", "cpu model", "Hardware"):
+                    return val.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def import_nnlayers():
+    """Import nnlayers (installed, else from the repo root). Returns (module, error)."""
+    errors = []
+    for extra in (None, REPO):
+        added = False
+        if extra is not None and extra not in sys.path:
+            sys.path.insert(0, extra)
+            added = True
+        try:
+            import nnlayers as nl
+            import nnlayers._core  # noqa: F401  (the compiled extension)
+            for name in ("Sequential", "Linear", "ReLU", "SoftmaxCrossEntropy", "SGD",
+                         "get_num_threads"):
+                if not hasattr(nl, name):
+                    raise ImportError(f"nnlayers has no attribute {name!r} "
+                                      f"(loaded from {getattr(nl, '__file__', None) or list(nl.__path__)})")
+            return nl, None
+        except Exception as exc:
+            where = "installed" if extra is None else f"from {extra}"
+            errors.append(f"  {where}: {type(exc).__name__}: {exc}")
+            for mod in [m for m in sys.modules if m == "nnlayers" or m.startswith("nnlayers.")]:
+                del sys.modules[mod]
+            if added:
+                sys.path.remove(extra)
+    return None, "\n".join(errors)
+
+
+def version_of(mod, dist):
+    v = getattr(mod, "__version__", None)
+    if v:
+        return str(v)
+    try:
+        from importlib import metadata
+        return metadata.version(dist)
+    except Exception:
+        return "unknown"
+
+
+def numpy_blas_info():
+    info = {}
+    try:
+        blas = np.__config__.CONFIG["Build Dependencies"]["blas"]
+        info["name"] = blas.get("name")
+        info["version"] = blas.get("version")
+    except Exception:
+        pass
+    try:
+        import threadpoolctl
+        pools = [p for p in threadpoolctl.threadpool_info()
+                 if p.get("user_api") == "blas" and "numpy" in p.get("filepath", "")]
+        if pools:
+            info["threads"] = pools[0].get("num_threads")
+            info["architecture"] = pools[0].get("architecture")
+    except Exception:
+        pass
+    return info
+
+
+def clean_json(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_json(v) for v in obj]
+    if np is not None and isinstance(obj, np.generic):
+        return clean_json(obj.item())
+    return obj
+
+
+# --------------------------------------------------------------------------- runner
+
+class Runner:
+    def __init__(self, args, nl, torch):
+        self.args = args
+        self.nl = nl
+        self.torch = torch
+        self.rows = []
+        self.errors = []
+        self.checks = []
+        self.sgemm = {}
+        self.fit_ratio = None
+        self.repeats = args.repeats
+        self.min_time = args.min_time
+
+    # ---- bookkeeping
+    def wanted(self, case):
+        return not self.args.cases or case in self.args.cases
+
+    def frameworks(self):
+        fws = []
+        if self.nl is not None:
+            fws.append("nnlayers")
+        fws.append("numpy")
+        if self.torch is not None:
+            fws.append("torch")
+        return fws
+
+    def sgemm_ref(self):
+        return self.sgemm.get("nnlayers") or self.sgemm.get("numpy")
+
+    def add_row(self, case, kind, framework, sizes, batch, timing=None, flops=None,
+                samples=None, error=None, **extra):
+        row = {"case": case, "kind": kind, "framework": framework,
+               "arch": arch(sizes) if sizes else None, "batch": batch,
+               "ms": None, "samples_per_s": None, "gflops": None,
+               "pct_sgemm": None, "ratio": None, "flops_per_step": flops, "error": error}
+        if timing is not None:
+            t = timing.median
+            row["ms"] = t * 1e3
+            if samples:
+                row["samples_per_s"] = samples / t
+            if flops:
+                row["gflops"] = flops / t / 1e9
+                ref = self.sgemm_ref()
+                if ref:
+                    row["pct_sgemm"] = 100.0 * row["gflops"] / ref
+            row["ms_min"] = min(timing.per_call) * 1e3
+            row["ms_max"] = max(timing.per_call) * 1e3
+            row.update(timing.as_dict())
+        row.update(extra)
+        self.rows.append(row)
+        return row
+
+    def record_error(self, case, kind, framework, sizes, batch, exc):
+        msg = f"{type(exc).__name__}: {exc}"
+        self.errors.append(f"{case}/{framework}: {msg}")
+        print(f"  ERROR in {case} [{framework}]: {msg}", file=sys.stderr)
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        return self.add_row(case, kind, framework, sizes, batch, error=msg)
+
+    def run_group(self, case, kind, sizes, batch, flops, samples, builders, contexts=None):
+        """builders: {framework: () -> no-arg callable}. Times them side by side."""
+        fns = {}
+        for fw, build in builders.items():
+            try:
+                fns[fw] = build()
+            except Exception as exc:
+                self.record_error(case, kind, fw, sizes, batch, exc)
+        self.progress(f"{case} {arch(sizes) if sizes else ''} @ {batch}: {', '.join(fns)}")
+        from _timing import bench_group
+        res = bench_group(fns, self.repeats, self.min_time, contexts=contexts,
+                          settle=self.args.settle)
+        rows = {}
+        for fw, t in res.items():
+            if isinstance(t, BaseException):
+                rows[fw] = self.record_error(case, kind, fw, sizes, batch, t)
+            else:
+                rows[fw] = self.add_row(case, kind, fw, sizes, batch, t, flops, samples)
+        return rows, res
+
+    def progress(self, msg):
+        print(f"  .. {msg}", file=sys.stderr, flush=True)
+
+    # ---- model builders
+    def nl_model(self, sizes, seed=0):
+        nl = self.nl
+        layers = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            if i:
+                layers.append(nl.ReLU())
+            layers.append(nl.Linear(a, b, dtype=np.float32, seed=seed + i))
+        return nl.Sequential(*layers)
+
+    def nl_params(self, model):
+        """Ws (in, out) and bs of the Linear layers, copied."""
+        Ws, bs = [], []
+        for layer in model.layers:
+            if getattr(layer, "kind", None) == "linear":
+                Ws.append(np.array(layer.params["W"]))
+                bs.append(np.array(layer.params["b"]))
+        return Ws, bs
+
+    @staticmethod
+    def data(sizes, n, seed=0):
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((n, sizes[0]), dtype=np.float32)
+        y = rng.integers(0, sizes[-1], size=n, dtype=np.int64)
+        return x, y
+
+    # ---- sgemm
+    def run_sgemm(self):
+        n = self.args.sgemm_n
+        rng = np.random.default_rng(1)
+        a = rng.standard_normal((n, n), dtype=np.float32)
+        b = rng.standard_normal((n, n), dtype=np.float32)
+        out_nl = np.empty((n, n), dtype=np.float32)
+        out_np = np.empty((n, n), dtype=np.float32)
+        builders = {}
+        if self.nl is not None:
+            core = self.nl._core
+            builders["nnlayers"] = lambda: (lambda: core.matmul(a, b, out_nl))
+        builders["numpy"] = lambda: (lambda: np.matmul(a, b, out=out_np))
+        _, res = self.run_group(f"sgemm-{n}", "sgemm", None, n, 2 * n ** 3, None, builders)
+        for fw, t in res.items():
+            if not isinstance(t, BaseException):
+                self.sgemm[fw] = 2 * n ** 3 / t.median / 1e9
+        for row in self.rows:
+            if row["kind"] == "sgemm" and row["gflops"] and self.sgemm_ref():
+                row["pct_sgemm"] = 100.0 * row["gflops"] / self.sgemm_ref()
+        if "nnlayers" in self.sgemm:
+            try:
+                self.check_sgemm_result(a, b)
+            except Exception as exc:
+                self.record_error("sgemm-check", "check", "nnlayers", None, n, exc)
+
+    def check_sgemm_result(self, a, b):
+        m = min(256, a.shape[0])
+        ref = a[:m, :m].astype(np.float64) @ b[:m, :m].astype(np.float64)
+        got = np.empty((m, m), dtype=np.float32)
+        self.nl._core.matmul(np.ascontiguousarray(a[:m, :m]), np.ascontiguousarray(b[:m, :m]), got)
+        err = float(np.max(np.abs(got - ref)) / np.max(np.abs(ref)))
+        self.checks.append({"name": "nnlayers._core.matmul vs float64 reference",
+                            "max_rel_err": err, "ok": err < 1e-4})
+
+    # ---- cross-check: the frameworks compute the same training step
+    def crosscheck(self):
+        sizes, n = (64, 32, 10), 32
+        x, y = self.data(sizes, n, seed=3)
+        from _numpy_mlp import NumpyMLP
+        ref = NumpyMLP(sizes, seed=5)
+        results = {}
+        try:
+            if self.nl is not None:
+                model = self.nl_model(sizes, seed=5)
+                Ws, bs = self.nl_params(model)
+                ref.set_params(Ws, bs)
+                lossv = float(model.train_step(x, y, self.nl.SoftmaxCrossEntropy(),
+                                               self.nl.SGD(model, lr=LR)))
+                results["nnlayers"] = (lossv, self.nl_params(model))
+            Ws0 = [w.copy() for w in ref.W]
+            bs0 = [b.copy() for b in ref.b]
+            if self.torch is not None:
+                from _torch_mlp import TorchMLP
+                tm = TorchMLP(self.torch, sizes, lr=LR)
+                tm.set_params(Ws0, bs0)
+                lossv = float(tm.step_fn(x, y)().detach())
+                results["torch"] = (lossv, tm.get_params())
+            lossv = ref.train_step(x, y, LR)
+            results["numpy"] = (lossv, ([w.copy() for w in ref.W], [b.copy() for b in ref.b]))
+        except Exception as exc:
+            msg = f"{type(exc).__name__}: {exc}"
+            self.errors.append(f"crosscheck: {msg}")
+            print(f"  ERROR in cross-check: {msg}", file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
+            return
+        base_loss, (bW, bb) = results["numpy"]
+        for fw, (lossv, (Ws, bs)) in results.items():
+            if fw == "numpy":
+                continue
+            dloss = abs(lossv - base_loss) / max(abs(base_loss), 1e-12)
+            dpar = max(float(np.max(np.abs(p - q))) for p, q in zip(Ws + bs, bW + bb))
+            ok = dloss < 1e-4 and dpar < 1e-5
+            self.checks.append({"name": f"one training step {fw} vs numpy ({arch(sizes)} @ {n})",
+                                "loss_rel_diff": dloss, "param_max_abs_diff": dpar, "ok": ok})
+
+    # ---- training steps
+    def run_train(self):
+        from _numpy_mlp import NumpyMLP
+        for name, sizes, n, big in TRAIN_CASES:
+            if big and self.args.quick or not self.wanted(name):
+                continue
+            x, y = self.data(sizes, n)
+            builders = {}
+            if self.nl is not None:
+                def build_nl(sizes=sizes, x=x, y=y):
+                    model = self.nl_model(sizes)
+                    loss = self.nl.SoftmaxCrossEntropy()
+                    opt = self.nl.SGD(model, lr=LR)
+                    return lambda: model.train_step(x, y, loss, opt)
+                builders["nnlayers"] = build_nl
+
+            def build_np(sizes=sizes, x=x, y=y):
+                mlp = NumpyMLP(sizes)
+                return lambda: mlp.train_step(x, y, LR)
+            builders["numpy"] = build_np
+            if self.torch is not None:
+                def build_torch(sizes=sizes, x=x, y=y):
+                    from _torch_mlp import TorchMLP
+                    return TorchMLP(self.torch, sizes, lr=LR).step_fn(x, y)
+                builders["torch"] = build_torch
+            self.run_group(name, "train", sizes, n, train_flops(sizes, n), n, builders)
+
+    # ---- predict
+    def run_predict(self):
+        from _numpy_mlp import NumpyMLP
+        sizes = PREDICT_SIZES
+        for n in PREDICT_BATCHES:
+            if not self.wanted(f"predict-b{n}"):
+                continue
+            x, _ = self.data(sizes, n)
+            builders, contexts = {}, {}
+            if self.nl is not None:
+                def build_nl(x=x):
+                    model = self.nl_model(sizes)
+                    return lambda: model.predict(x)
+                builders["nnlayers"] = build_nl
+
+            def build_np(x=x):
+                mlp = NumpyMLP(sizes)
+                return lambda: mlp.predict(x)
+            builders["numpy"] = build_np
+            if self.torch is not None:
+                def build_torch(x=x):
+                    from _torch_mlp import TorchMLP
+                    tm = TorchMLP(self.torch, sizes)
+                    tm.model.eval()
+                    return tm.predict_fn(x)
+                builders["torch"] = build_torch
+                contexts["torch"] = self.torch.inference_mode
+            self.run_group(f"predict-b{n}", "predict", sizes, n, predict_flops(sizes, n), n,
+                           builders, contexts)
+
+    # ---- fit
+    def run_fit(self):
+        if self.nl is None or not self.wanted("fit"):
+            return
+        from _timing import bench_interleaved
+        sizes, bs = FIT_SIZES, FIT_BATCH
+        n = self.args.fit_samples
+        name = "fit"
+        self.progress(f"fit {arch(sizes)} on {n} samples, batch {bs}")
+        X, y = self.data(sizes, n, seed=7)
+        batches = [(X[i:i + bs], y[i:i + bs]) for i in range(0, n, bs)]  # contiguous views
+        nb = len(batches)
+        flops = sum(train_flops(sizes, xb.shape[0]) for xb, _ in batches)
+
+        def one():
+            nl = self.nl
+            model = self.nl_model(sizes)
+            loss = nl.SoftmaxCrossEntropy()
+            opt = nl.SGD(model, lr=LR)
+
+            def run_fit():
+                model.fit(X, y, loss=loss, optimizer=opt, epochs=1, batch_size=bs,
+                          shuffle=True, seed=0, verbose=0)
+
+            def run_steps():
+                for xb, yb in batches:
+                    model.train_step(xb, yb, loss, opt)
+
+            tf, ts = bench_interleaved([run_fit, run_steps], self.repeats, self.args.settle)
+            self.fit_ratio = tf.median / ts.median
+
+            # rows report per-batch ("step") time; samples/s over the epoch
+            class PerStep:
+                def __init__(self, t):
+                    self.per_call = [v / nb for v in t.per_call]
+                    self.median = t.median / nb
+                    self.epoch = t
+
+                def as_dict(self):
+                    return {"epoch_s": [v for v in self.epoch.per_call], "iters_per_repeat": 1}
+
+            self.add_row(name, "fit", "nnlayers", sizes, bs, PerStep(ts), flops / nb, n / nb,
+                         method="train_step loop", epoch_samples=n, batches=nb)
+            return self.add_row(name, "fit", "nnlayers", sizes, bs, PerStep(tf), flops / nb,
+                                n / nb, method="fit", epoch_samples=n, batches=nb,
+                                fit_over_steps=self.fit_ratio)
+
+        try:
+            one()
+        except Exception as exc:
+            self.record_error(name, "fit", "nnlayers", sizes, bs, exc)
+
+    # ---- ratios and targets
+    def fill_ratios(self):
+        base = {}
+        for r in self.rows:
+            if r["framework"] == "nnlayers" and r["ms"] and r["kind"] in ("train", "predict"):
+                base[r["case"]] = r["ms"]
+        for r in self.rows:
+            if r["kind"] in ("train", "predict") and r["ms"] and r["case"] in base:
+                r["ratio"] = r["ms"] / base[r["case"]]
+
+    def find(self, case, fw):
+        for r in self.rows:
+            if r["case"] == case and r["framework"] == fw and r["kind"] != "fit":
+                return r
+        return None
+
+    def targets(self):
+        out = []
+
+        def add(name, value, ok, detail):
+            status = "N/A" if value is None else ("PASS" if ok else "MISS")
+            out.append({"target": name, "status": status, "value": value, "detail": detail})
+
+        def ratio(case, fw):
+            r = self.find(case, fw)
+            nlr = self.find(case, "nnlayers")
+            if r and nlr and r["ms"] and nlr["ms"]:
+                return r["ms"] / nlr["ms"]
+            return None
+
+        for fw, need in (("numpy", 10.0), ("torch", 20.0)):
+            v = ratio("small", fw)
+            add(f"small step >= {need:g}x faster than {fw}", v, v is not None and v >= need,
+                f"{fw} / nnlayers time = {v:.2f}x (need >= {need:g}x)" if v is not None
+                else "not measured")
+        for case, need in (("medium", 85.0), ("large", 90.0)):
+            r = self.find(case, "nnlayers")
+            v = r["pct_sgemm"] if r and self.sgemm.get("nnlayers") else None
+            add(f"{case} step >= {need:g}% of sgemm rate", v, v is not None and v >= need,
+                f"{r['gflops']:.1f} GFLOP/s = {v:.1f}% of {self.sgemm['nnlayers']:.1f} GFLOP/s "
+                f"(need >= {need:g}%)" if v is not None else "not measured")
+        v = self.fit_ratio
+        add("fit time <= 1.03 x sum of train_step times", v, v is not None and v <= 1.03,
+            f"fit / sum(train_step) = {v:.3f} (need <= 1.03)" if v is not None else "not measured")
+        cases = []
+        for r in self.rows:
+            if r["kind"] in ("train", "predict") and r["case"] not in cases:
+                cases.append(r["case"])
+        for case in cases:
+            rs = {fw: ratio(case, fw) for fw in ("numpy", "torch")}
+            parts, oks = [], []
+            for fw in ("numpy", "torch"):
+                if rs[fw] is None:
+                    parts.append(f"{fw} n/a")
+                else:
+                    parts.append(f"{fw} {rs[fw]:.2f}x")
+                    oks.append(rs[fw] > 1.0)
+            vals = [v for v in rs.values() if v is not None]
+            v = min(vals) if vals else None
+            add(f"{case}: nnlayers faster than numpy and torch", v, bool(oks) and all(oks),
+                "time ratio peer/nnlayers: " + ", ".join(parts))
+        return out
+
+
+# --------------------------------------------------------------------------- output
+
+def fmt(v, spec, width):
+    if v is None:
+        return "-".rjust(width)
+    return format(v, spec).rjust(width)
+
+
+def print_table(rows, machine):
+    print()
+    print("nnlayers benchmarks (float32, median of repeats, in-process perf_counter)")
+    print(f"cpu: {machine['cpu_model']}  nproc={machine['nproc']}  threads={machine['threads']}")
+    print(f"numpy {machine['numpy_version']}  torch {machine['torch_version'] or 'not available'}"
+          f"  nnlayers {machine['nnlayers_version'] or 'not available'}")
+    ref = machine.get("sgemm_reference")
+    if ref:
+        print(f"% sgemm is relative to the {ref} sgemm rate "
+              f"({machine['sgemm_n']}^3: {machine['sgemm_ref_gflops']:.1f} GFLOP/s)")
+    print("ratio = time / nnlayers time for the same case (>1: nnlayers is faster)")
+    print(FLOP_NOTE)
+    print()
+    head = (f"{'case':<14} {'arch @ batch':<26} {'framework':<26} {'ms/step':>10} "
+            f"{'samples/s':>12} {'GFLOP/s':>9} {'%sgemm':>7} {'ratio':>7}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        fw = r["framework"] + (f" ({r['method']})" if r.get("method") else "")
+        ab = f"{r['arch']} @ {r['batch']}" if r["arch"] else f"n={r['batch']}"
+        if r.get("error"):
+            print(f"{r['case']:<14} {ab:<26} {fw:<26} ERROR: {r['error']}")
+            continue
+        print(f"{r['case']:<14} {ab:<26} {fw:<26} {fmt(r['ms'], '.4f', 10)} "
+              f"{fmt(r['samples_per_s'], ',.0f', 12)} {fmt(r['gflops'], '.1f', 9)} "
+              f"{fmt(r['pct_sgemm'], '.1f', 7)} {fmt(r['ratio'], '.2f', 7)}")
+
+
+def print_targets(targets, fit_ratio, notes, checks):
+    print()
+    for c in checks:
+        vals = ", ".join(f"{k}={v:.2e}" for k, v in c.items() if isinstance(v, float))
+        print(f"check [{'ok' if c['ok'] else 'FAILED'}] {c['name']}: {vals}")
+    if fit_ratio is not None:
+        print(f"fit: one epoch via model.fit / sum of per-batch train_step = {fit_ratio:.3f}")
+    for n in notes:
+        print(f"note: {n}")
+    print()
+    print("targets:")
+    for t in targets:
+        print(f"  [{t['status']:<4}] {t['target']}: {t['detail']}")
+
+
+def write_png(path, rows, machine):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as exc:
+        return f"PNG plot skipped: matplotlib not importable ({type(exc).__name__}: {exc})"
+    colors = {"nnlayers": "#1f77b4", "numpy": "#ff7f0e", "torch": "#2ca02c"}
+    cases = []
+    for r in rows:
+        if r["kind"] in ("train", "predict") and r["case"] not in cases:
+            cases.append(r["case"])
+    fws = [fw for fw in FRAMEWORKS if any(r["framework"] == fw for r in rows)]
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    width = 0.8 / max(1, len(fws))
+    for ax, key, ylabel, log in ((axes[0], "samples_per_s", "samples / s (log)", True),
+                                 (axes[1], "pct_sgemm", "% of sgemm rate", False)):
+        for j, fw in enumerate(fws):
+            xs, ys = [], []
+            for i, case in enumerate(cases):
+                r = next((r for r in rows if r["case"] == case and r["framework"] == fw
+                          and r["kind"] in ("train", "predict")), None)
+                if r and r.get(key):
+                    xs.append(i + (j - (len(fws) - 1) / 2) * width)
+                    ys.append(r[key])
+            ax.bar(xs, ys, width, label=fw, color=colors.get(fw))
+        ax.set_xticks(range(len(cases)))
+        ax.set_xticklabels(cases, rotation=30, ha="right")
+        ax.set_ylabel(ylabel)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend()
+    axes[0].set_title("throughput (train steps and predict)")
+    axes[1].set_title(f"GFLOP/s as % of {machine.get('sgemm_reference') or '?'} sgemm")
+    fig.suptitle(f"nnlayers benchmarks - {machine['cpu_model']}, {machine['threads']} threads")
+    fig.tight_layout()
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return None
+
+
+# --------------------------------------------------------------------------- main
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="tiny, fast run (< 30 s): short repeats, no xl case, 6000-sample fit, 1024^3 sgemm")
+    p.add_argument("--json", default=os.path.join(HERE, "results.json"), metavar="PATH",
+                   help="JSON output (default: benchmarks/results.json)")
+    p.add_argument("--png", default=os.path.join(HERE, "results.png"), metavar="PATH",
+                   help="PNG bar plot (default: benchmarks/results.png)")
+    p.add_argument("--repeats", type=int, default=None, metavar="K",
+                   help="timed repeats per measurement (default 5, --quick 3)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads for nnlayers, numpy's BLAS and torch (default: nl.get_num_threads())")
+    p.add_argument("--min-time", type=float, default=None, metavar="S",
+                   help="minimum seconds per timed repeat (default 0.2, --quick 0.02)")
+    p.add_argument("--settle", type=float, default=None, metavar="S",
+                   help="when switching library, wait at most S seconds until the previous one's "
+                        "spinning BLAS/OpenMP worker threads are idle (default 1.0)")
+    p.add_argument("--peers-only", action="store_true",
+                   help="benchmark only the NumPy and PyTorch peers (nnlayers not needed)")
+    p.add_argument("--cases", default=None, metavar="LIST",
+                   help="comma-separated subset of cases to run: sgemm, small, mnist-128, medium, "
+                        "large, xl, predict-b1, predict-b1024, fit (sgemm always runs)")
+    p.add_argument("--no-torch", action="store_true", help="do not use PyTorch even if installed")
+    args = p.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else 5
+    if args.min_time is None:
+        args.min_time = 0.02 if args.quick else 0.2
+    if args.settle is None:
+        args.settle = 1.0
+    if args.repeats < 1:
+        p.error("--repeats must be >= 1")
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be >= 1")
+    known = {"sgemm", "fit"} | {c[0] for c in TRAIN_CASES} | {f"predict-b{b}" for b in PREDICT_BATCHES}
+    if args.cases:
+        args.cases = {c.strip() for c in args.cases.split(",") if c.strip()}
+        bad = args.cases - known
+        if bad:
+            p.error(f"--cases: unknown case(s) {sorted(bad)}; known: {sorted(known)}")
+    args.sgemm_n = 1024 if args.quick else 2048
+    args.fit_samples = 6000 if args.quick else 60000
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads is not None:
+        # Before numpy/torch load their BLAS/OpenMP runtimes.
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
+    global np
+    import numpy
+    np = numpy
+
+    notes = []
+    nl = None
+    if not args.peers_only:
+        nl, err = import_nnlayers()
+        if nl is None:
+            print("error: cannot import nnlayers (with its compiled _core):\n" + err + "\n"
+                  "Build/install the package first (e.g. `pip install -e .` in the repo), "
+                  "or run with --peers-only to benchmark only NumPy/PyTorch.", file=sys.stderr)
+            return 2
+    else:
+        notes.append("--peers-only: nnlayers not benchmarked; % sgemm uses numpy's sgemm rate")
+
+    torch = None
+    if args.no_torch:
+        notes.append("torch disabled by --no-torch")
+    else:
+        from _torch_mlp import load_torch
+        torch, why = load_torch()
+        if torch is None:
+            notes.append(f"torch not available ({why}); PyTorch rows skipped")
+
+    # One thread count for everybody.
+    if nl is not None:
+        if args.threads is not None:
+            nl.set_num_threads(args.threads)
+        threads = int(nl.get_num_threads())
+    elif args.threads is not None:
+        threads = args.threads
+    else:
+        try:
+            threads = len(os.sched_getaffinity(0))
+        except AttributeError:
+            threads = os.cpu_count() or 1
+    if torch is not None:
+        torch.set_num_threads(threads)
+    blas_limit = None
+    try:
+        import threadpoolctl
+        blas_limit = threadpoolctl.threadpool_limits(limits=threads, user_api="blas")
+    except Exception:
+        if args.threads is None:
+            notes.append("threadpoolctl not available: numpy's BLAS uses its default thread count")
+
+    machine = {
+        "cpu_model": cpu_model(),
+        "nproc": os.cpu_count(),
+        "threads": threads,
+        "platform": platform.platform(),
+        "python_version": platform.python_version(),
+        "numpy_version": np.__version__,
+        "numpy_blas": numpy_blas_info(),
+        "torch_version": version_of(torch, "torch") if torch is not None else None,
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
+        "nnlayers_version": version_of(nl, "nnlayers") if nl is not None else None,
+        "nnlayers_path": getattr(nl, "__file__", None) if nl is not None else None,
+        "nnlayers_threads": threads if nl is not None else None,
+    }
+    try:
+        machine["affinity_cpus"] = len(os.sched_getaffinity(0))
+    except AttributeError:
+        pass
+
+    runner = Runner(args, nl, torch)
+    t_start = datetime.datetime.now()
+    runner.run_sgemm()
+    machine.update({
+        "sgemm_n": args.sgemm_n,
+        "sgemm_gflops": runner.sgemm.get("nnlayers"),
+        "numpy_sgemm_gflops": runner.sgemm.get("numpy"),
+        "sgemm_reference": ("nnlayers" if "nnlayers" in runner.sgemm
+                            else "numpy" if "numpy" in runner.sgemm else None),
+        "sgemm_ref_gflops": runner.sgemm_ref(),
+    })
+    runner.crosscheck()
+    runner.run_train()
+    runner.run_predict()
+    runner.run_fit()
+    runner.fill_ratios()
+    targets = runner.targets()
+    if blas_limit is not None:
+        blas_limit.restore_original_limits()
+    elapsed = (datetime.datetime.now() - t_start).total_seconds()
+
+    for c in runner.checks:
+        if not c["ok"]:
+            notes.append(f"CHECK FAILED: {c}")
+    print_table(runner.rows, machine)
+    print_targets(targets, runner.fit_ratio, notes, runner.checks)
+
+    result = {
+        "machine": machine,
+        "settings": {"quick": args.quick, "repeats": args.repeats, "min_time_s": args.min_time,
+                     "settle_s": args.settle,
+                     "peers_only": args.peers_only, "lr": LR, "flop_count": FLOP_NOTE,
+                     "fit_samples": args.fit_samples, "fit_batch": FIT_BATCH,
+                     "started": t_start.isoformat(timespec="seconds"), "elapsed_s": elapsed},
+        "rows": runner.rows,
+        "fit_over_steps": runner.fit_ratio,
+        "targets": targets,
+        "checks": runner.checks,
+        "errors": runner.errors,
+        "notes": notes,
+    }
+    d = os.path.dirname(os.path.abspath(args.json))
+    os.makedirs(d, exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(clean_json(result), f, indent=2)
+    print(f"\nwrote {args.json}")
+    if args.png:
+        msg = write_png(args.png, runner.rows, machine)
+        print(msg if msg else f"wrote {args.png}")
+    print(f"total {elapsed:.1f} s")
+    if runner.errors:
+        print(f"\n{len(runner.errors)} case(s) raised errors:", file=sys.stderr)
+        for e in runner.errors:
+            print(f"  {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+/*
+ * act.c (template): elementwise activations a = f(z) and their VJPs
+ * dz = da * f'(z). Backward receives both z (inp) and a (out) and uses
+ * whichever is cheaper:
+ *   identity  f = z                     f' = 1
+ *   relu      f = max(z, 0)             f' = [z > 0]
+ *   leaky     f = z > 0 ? z : slope z   f' = z > 0 ? 1 : slope
+ *   sigmoid   f = 1 / (1 + e^-z)        f' = a (1 - a)
+ *   tanh      f = tanh z                f' = 1 - a^2
+ *   softplus  f = log(1 + e^z)          f' = sigmoid(z)
+ *   step      f = [z > 0]               f' = 0 (a.e.): nothing trains below it
+ *   cos       f = cos z                 f' = -sin z
+ * Sigmoid and softplus are written so no exp() overflows.
+ */
+#ifndef NN_SFX
+#error "template: compiled through dtype_f32.c / dtype_f64.c"
+#endif
+
+static inline real FN(sigmoid_value)(real z)
+{
+    if (z >= 0) {
+        return 1 / (1 + R_EXP(-z));
+    } else {
+        real e = R_EXP(z);
+        return e / (1 + e);
+    }
+}
+
+/* log(1 + e^z) = max(z, 0) + log1p(e^-|z|) */
+static inline real FN(softplus_value)(real z)
+{
+    return (z > 0 ? z : 0) + R_LOG1P(R_EXP(-R_FABS(z)));
+}
+
+/* f(z) for one value; the switch is hoisted out of loops by the callers
+ * below through ACT_MAP. */
+#define ACT_MAP(out, inp, n, expr)                                         \
+    do {                                                                   \
+        size_t i_;                                                         \
+        for (i_ = 0; i_ < (n); i_++) {                                     \
+            real z = (inp)[i_];                                            \
+            (out)[i_] = (expr);                                            \
+        }                                                                  \
+    } while (0)
+
+void FN(nn_act_forward)(nn_kind kind, double slope, real *out,
+                        const real *inp, size_t n)
+{
+    real s = (real)slope;
+    switch (kind) {
+    case NN_RELU: ACT_MAP(out, inp, n, z > 0 ? z : (z != z ? z : 0)); break;
+    case NN_LEAKY_RELU: ACT_MAP(out, inp, n, z > 0 ? z : s * z); break;
+    case NN_SIGMOID: ACT_MAP(out, inp, n, FN(sigmoid_value)(z)); break;
+    case NN_TANH: ACT_MAP(out, inp, n, R_TANH(z)); break;
+    case NN_SOFTPLUS: ACT_MAP(out, inp, n, FN(softplus_value)(z)); break;
+    case NN_STEP: ACT_MAP(out, inp, n, z > 0 ? (real)1 : (z != z ? z : 0)); break;
+    case NN_COS: ACT_MAP(out, inp, n, R_COS(z)); break;
+    case NN_IDENTITY:
+    default:
+        if (out != inp)
+            ACT_MAP(out, inp, n, z);
+        break;
+    }
+}
+
+/* dz = dout * f'(z), written as a loop over (dz, dout, z, a) */
+#define ACT_VJP(dinp, dout, inp, out, n, deriv)                            \
+    do {                                                                   \
+        size_t i_;                                                         \
+        for (i_ = 0; i_ < (n); i_++) {                                     \
+            real z = (inp)[i_];                                            \
+            real a = (out)[i_];                                            \
+            (void)z;                                                       \
+            (void)a;                                                       \
+            (dinp)[i_] = (dout)[i_] * (deriv);                             \
+        }                                                                  \
+    } while (0)
+
+void FN(nn_act_backward)(nn_kind kind, double slope, real *dinp,
+                         const real *dout, const real *inp, const real *out,
+                         size_t n)
+{
+    real s = (real)slope;
+    size_t i;
+    switch (kind) {
+    case NN_RELU: ACT_VJP(dinp, dout, inp, out, n, (real)(z > 0)); break;
+    case NN_LEAKY_RELU:
+        ACT_VJP(dinp, dout, inp, out, n, z > 0 ? (real)1 : s);
+        break;
+    case NN_SIGMOID: ACT_VJP(dinp, dout, inp, out, n, a * (1 - a)); break;
+    case NN_TANH: ACT_VJP(dinp, dout, inp, out, n, 1 - a * a); break;
+    case NN_SOFTPLUS:
+        ACT_VJP(dinp, dout, inp, out, n, FN(sigmoid_value)(z));
+        break;
+    case NN_STEP:
+        for (i = 0; i < n; i++)
+            dinp[i] = 0;
+        break;
+    case NN_COS: ACT_VJP(dinp, dout, inp, out, n, -R_SIN(z)); break;
+    case NN_IDENTITY:
+    default:
+        if (dinp != dout)
+            for (i = 0; i < n; i++)
+                dinp[i] = dout[i];
+        break;
+    }
+}
+
+/* z (N, C) += b row-wise, then out = f(z): one pass over the GEMM output */
+void FN(nn_bias_act_forward)(nn_kind kind, double slope, real *out, real *z,
+                             const real *b, size_t N, size_t C)
+{
+    size_t n, c;
+    if (b) {
+        for (n = 0; n < N; n++) {
+            real *zr = z + n * C;
+            for (c = 0; c < C; c++)
+                zr[c] += b[c];
+            FN(nn_act_forward)(kind, slope, out + n * C, zr, C);
+        }
+    } else {
+        FN(nn_act_forward)(kind, slope, out, z, N * C);
+    }
+}

@@ -1,0 +1,67 @@
+/*
+ * linear.c (template): the fully connected layer.
+ *   forward   out (N, O) = inp (N, I) W (I, O) + b (O)
+ *   backward  dinp (N, I) = dout (N, O) W^T           (overwritten)
+ *             dW   (I, O) += inp^T dout                (accumulated)
+ *             db   (O)    += sum over rows of dout     (accumulated)
+ * The transposes are BLAS flags, never copies.
+ */
+#ifndef NN_SFX
+#error "template: compiled through dtype_f32.c / dtype_f64.c"
+#endif
+
+/* out (N, O): every row += b (O) */
+static void FN(add_bias_rows)(real *out, const real *b, size_t N, size_t O)
+{
+    size_t n, o;
+    for (n = 0; n < N; n++) {
+        real *row = out + n * O;
+        for (o = 0; o < O; o++)
+            row[o] += b[o];
+    }
+}
+
+/* db (O) += column sums of dout (N, O) */
+static void FN(accumulate_column_sums)(real *db, const real *dout, size_t N,
+                                       size_t O)
+{
+    size_t n, o;
+    for (n = 0; n < N; n++) {
+        const real *row = dout + n * O;
+        for (o = 0; o < O; o++)
+            db[o] += row[o];
+    }
+}
+
+nn_status FN(nn_linear_forward)(real *out, const real *inp, const real *W,
+                                const real *b, size_t N, size_t I, size_t O)
+{
+    nn_status st = FN(nn_gemm)(0, 0, N, O, I, 1, inp, I, W, O, 0, out, O);
+    if (st != NN_OK)
+        return st;
+    if (b)
+        FN(add_bias_rows)(out, b, N, O);
+    return NN_OK;
+}
+
+nn_status FN(nn_linear_backward)(real *dinp, real *dW, real *db,
+                                 const real *dout, const real *inp,
+                                 const real *W, size_t N, size_t I, size_t O)
+{
+    nn_status st;
+    if (dinp) {
+        /* dinp (N, I) = dout (N, O) . W^T (O, I) */
+        st = FN(nn_gemm)(0, 1, N, I, O, 1, dout, O, W, O, 0, dinp, I);
+        if (st != NN_OK)
+            return st;
+    }
+    if (dW) {
+        /* dW (I, O) += inp^T (I, N) . dout (N, O) */
+        st = FN(nn_gemm)(1, 0, I, O, N, 1, inp, I, dout, O, 1, dW, O);
+        if (st != NN_OK)
+            return st;
+    }
+    if (db)
+        FN(accumulate_column_sums)(db, dout, N, O);
+    return NN_OK;
+}

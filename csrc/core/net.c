@@ -1,0 +1,209 @@
+/*
+ * net.c: the network's bookkeeping (widths, workspace) and the dispatch
+ * of nn_net_* to the float32 or float64 implementation in net_step.c.
+ */
+#include "nn.h"
+#include "net_internal.h"
+
+#include <string.h>
+
+nn_status nn_net_init(nn_net *net, nn_dtype dt, nn_layer **layers, size_t n)
+{
+    memset(net, 0, sizeof *net);
+    if (n == 0)
+        return NN_ERR_ARG;
+    net->dtype = dt;
+    net->n_layers = n;
+    net->layers = nn_calloc(n, sizeof *net->layers);
+    net->width = nn_calloc(n + 1, sizeof *net->width);
+    net->act_off = nn_calloc(n + 1, sizeof *net->act_off);
+    if (!net->layers || !net->width || !net->act_off) {
+        nn_net_free(net);
+        return NN_ERR_NOMEM;
+    }
+    memcpy(net->layers, layers, n * sizeof *layers);
+    return NN_OK;
+}
+
+void nn_net_free(nn_net *net)
+{
+    nn_free(net->layers);
+    nn_free(net->width);
+    nn_free(net->act_off);
+    nn_free(net->act);
+    nn_free(net->grad[0]);
+    nn_free(net->grad[1]);
+    nn_free(net->xb);
+    nn_free(net->tb);
+    nn_free(net->lb);
+    memset(net, 0, sizeof *net);
+}
+
+nn_status nn_net_resolve(nn_net *net, size_t D, size_t *bad_layer)
+{
+    size_t i, w = D, maxw = D;
+    if (net->width[0] == D && net->max_width)
+        return NN_OK;   /* resolved for this width already */
+    net->width[0] = D;
+    net->act_off[0] = 0;
+    for (i = 0; i < net->n_layers; i++) {
+        const nn_layer *L = net->layers[i];
+        if (L->kind == NN_LINEAR) {
+            if (L->in != w) {
+                if (bad_layer)
+                    *bad_layer = i;
+                net->max_width = 0;   /* force a new resolve next time */
+                return NN_ERR_SHAPE;
+            }
+            w = L->out;
+        }
+        net->width[i + 1] = w;
+        net->act_off[i + 1] = net->act_off[i] + w;
+        if (w > maxw)
+            maxw = w;
+    }
+    net->max_width = maxw;
+    return NN_OK;
+}
+
+/* Grow *buf to hold `values` values of `esize` bytes; *cap in values. */
+static nn_status grow(void **buf, size_t *cap, size_t values, size_t esize)
+{
+    size_t nbytes;
+    void *p;
+    if (values <= *cap && *buf)
+        return NN_OK;
+    if (!nn_mul_size(values, esize, &nbytes))
+        return NN_ERR_OVERFLOW;
+    p = nn_malloc(nbytes);
+    if (!p)
+        return NN_ERR_NOMEM;
+    nn_free(*buf);
+    *buf = p;
+    *cap = values;
+    return NN_OK;
+}
+
+nn_status nn_net_reserve(nn_net *net, size_t N)
+{
+    size_t es = nn_dtype_size(net->dtype), act_values, grad_values;
+    size_t cap_g0 = net->cap_grad, cap_g1 = net->cap_grad;
+    nn_status st;
+    if (!nn_mul_size(N, net->act_off[net->n_layers], &act_values) ||
+        !nn_mul_size(N, net->max_width, &grad_values))
+        return NN_ERR_OVERFLOW;
+    st = grow(&net->act, &net->cap_values, act_values, es);
+    if (st == NN_OK)
+        st = grow(&net->grad[0], &cap_g0, grad_values, es);
+    if (st == NN_OK)
+        st = grow(&net->grad[1], &cap_g1, grad_values, es);
+    if (st != NN_OK)
+        return st;
+    net->cap_grad = cap_g0 < cap_g1 ? cap_g0 : cap_g1;
+    return NN_OK;
+}
+
+/* Room to gather minibatches of `batch` rows (inputs, labels, targets). */
+static nn_status reserve_gather(nn_net *net, size_t batch, size_t D, size_t C,
+                                int labels, int dense)
+{
+    size_t es = nn_dtype_size(net->dtype), xv, tv;
+    nn_status st;
+    if (!nn_mul_size(batch, D, &xv) || !nn_mul_size(batch, C, &tv))
+        return NN_ERR_OVERFLOW;
+    st = grow(&net->xb, &net->cap_xb, xv, es);
+    if (st == NN_OK && dense)
+        st = grow(&net->tb, &net->cap_tb, tv, es);
+    if (st == NN_OK && labels)
+        st = grow((void **)&net->lb, &net->cap_lb, batch, sizeof(int64_t));
+    return st;
+}
+
+static nn_status prepare(nn_net *net, size_t N, size_t D)
+{
+    nn_status st = nn_net_resolve(net, D, NULL);
+    if (st != NN_OK)
+        return st;
+    return nn_net_reserve(net, N);
+}
+
+void *nn_net_output(const nn_net *net)
+{
+    size_t es = nn_dtype_size(net->dtype);
+    return (char *)net->act +
+           es * net->batch * net->act_off[net->n_layers - 1];
+}
+
+nn_status nn_net_forward(nn_net *net, void *out, const void *inp, size_t N,
+                         size_t D)
+{
+    nn_status st = prepare(net, N, D);
+    size_t out_values;
+    if (st != NN_OK)
+        return st;
+    out_values = N * net->width[net->n_layers];
+    st = net->dtype == NN_F32 ? nn_net_forward_impl_f32(net, inp, N)
+                              : nn_net_forward_impl_f64(net, inp, N);
+    if (st == NN_OK && out)
+        memcpy(out, nn_net_output(net),
+               out_values * nn_dtype_size(net->dtype));
+    return st;
+}
+
+nn_status nn_net_backward(nn_net *net, void *dinp, const void *dout)
+{
+    if (net->dtype == NN_F32)
+        return nn_net_backward_impl_f32(net, dinp, dout, 1, NULL);
+    return nn_net_backward_impl_f64(net, dinp, dout, 1, NULL);
+}
+
+nn_status nn_net_train_step(nn_net *net, const nn_sgd *opt,
+                            nn_loss_kind loss, const void *inp, size_t N,
+                            size_t D, const int64_t *labels, const void *T,
+                            double *loss_out, size_t *correct)
+{
+    nn_status st = prepare(net, N, D);
+    if (st != NN_OK)
+        return st;
+    if (N == 0)
+        return NN_ERR_SHAPE;
+    if (net->dtype == NN_F32)
+        return nn_net_train_step_impl_f32(net, opt, loss, inp, N, labels, T,
+                                          loss_out, correct);
+    return nn_net_train_step_impl_f64(net, opt, loss, inp, N, labels, T,
+                                      loss_out, correct);
+}
+
+nn_status nn_net_fit_epoch(nn_net *net, const nn_sgd *opt,
+                           nn_loss_kind loss, const void *X, size_t n,
+                           size_t D, const int64_t *labels, const void *T,
+                           size_t C, const int64_t *order, size_t batch,
+                           nn_progress_fn progress, void *ctx,
+                           nn_epoch_result *res)
+{
+    nn_status st;
+    size_t b = n < batch ? n : batch;
+    memset(res, 0, sizeof *res);
+    if (batch == 0)
+        return NN_ERR_ARG;
+    if (n == 0)
+        return NN_OK;
+    st = prepare(net, b, D);
+    if (st == NN_OK && order)
+        st = reserve_gather(net, b, D, C, labels != NULL, T != NULL);
+    if (st != NN_OK)
+        return st;
+    if (net->dtype == NN_F32)
+        return nn_net_fit_epoch_impl_f32(net, opt, loss, X, n, D, labels, T,
+                                         C, order, batch, progress, ctx, res);
+    return nn_net_fit_epoch_impl_f64(net, opt, loss, X, n, D, labels, T, C,
+                                     order, batch, progress, ctx, res);
+}
+
+void nn_sgd_step(const nn_sgd *opt)
+{
+    if (opt->dtype == NN_F32)
+        nn_sgd_step_except_f32(opt, NULL, 0);
+    else
+        nn_sgd_step_except_f64(opt, NULL, 0);
+}

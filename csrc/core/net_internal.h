@@ -1,0 +1,31 @@
+/* net_internal.h: the per-dtype network functions behind nn_net_*.
+ * Defined by net_step.c and sgd.c (templates), called by net.c. */
+#ifndef NN_NET_INTERNAL_H
+#define NN_NET_INTERNAL_H
+#include "nn.h"
+
+#define NN_DECLARE_NET_IMPL(real, sfx)                                      \
+nn_status nn_net_forward_impl_##sfx(nn_net *net, const real *inp, size_t N);\
+nn_status nn_net_backward_impl_##sfx(nn_net *net, real *dinp,               \
+                                     const real *dout, int accumulate,      \
+                                     const nn_sgd *opt);                    \
+nn_status nn_net_train_step_impl_##sfx(nn_net *net, const nn_sgd *opt,      \
+                                       nn_loss_kind loss, const real *inp,  \
+                                       size_t N, const int64_t *labels,     \
+                                       const real *T, double *loss_out,     \
+                                       size_t *correct);                    \
+nn_status nn_net_fit_epoch_impl_##sfx(nn_net *net, const nn_sgd *opt,       \
+                                      nn_loss_kind loss, const real *X,     \
+                                      size_t n, size_t D,                   \
+                                      const int64_t *labels, const real *T, \
+                                      size_t C, const int64_t *order,       \
+                                      size_t batch, nn_progress_fn progress,\
+                                      void *ctx, nn_epoch_result *res);     \
+void nn_sgd_step_layer_##sfx(const nn_sgd *opt, const nn_layer *L);         \
+void nn_sgd_step_except_##sfx(const nn_sgd *opt, nn_layer *const *layers,   \
+                              size_t n);
+
+NN_DECLARE_NET_IMPL(float, f32)
+NN_DECLARE_NET_IMPL(double, f64)
+
+#endif

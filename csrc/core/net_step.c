@@ -1,0 +1,249 @@
+/*
+ * net_step.c (template): one layer of any kind, and the whole chain
+ * forward, backward, training step and epoch. The workspace layout is
+ * described in nn.h (struct nn_net).
+ *
+ * Fusions: a Linear followed by an elementwise activation adds its bias
+ * and applies the activation in one pass over the GEMM output; during a
+ * training step the parameter gradients are written with beta = 0
+ * (no separate zeroing pass), the first layer's input gradient is
+ * skipped, and each layer's SGD update runs as soon as its gradient is
+ * complete.
+ */
+#ifndef NN_SFX
+#error "template: compiled through dtype_f32.c / dtype_f64.c"
+#endif
+
+nn_status FN(nn_layer_forward)(const nn_layer *L, real *out, const real *inp,
+                               size_t N, size_t width)
+{
+    switch (L->kind) {
+    case NN_LINEAR:
+        return FN(nn_linear_forward)(out, inp, L->W, L->b, N, L->in, L->out);
+    case NN_SOFTMAX:
+        FN(nn_softmax_forward)(out, inp, N, width);
+        return NN_OK;
+    case NN_LOG_SOFTMAX:
+        FN(nn_log_softmax_forward)(out, inp, N, width);
+        return NN_OK;
+    default:
+        if (!nn_kind_is_elementwise(L->kind))
+            return NN_ERR_ARG;
+        FN(nn_act_forward)(L->kind, L->slope, out, inp, N * width);
+        return NN_OK;
+    }
+}
+
+nn_status FN(nn_layer_backward)(const nn_layer *L, real *dinp,
+                                const real *dout, const real *inp,
+                                const real *out, size_t N, size_t width)
+{
+    switch (L->kind) {
+    case NN_LINEAR:
+        return FN(nn_linear_backward)(dinp, L->trainable ? L->dW : NULL,
+                                      L->trainable ? L->db : NULL, dout, inp,
+                                      L->W, N, L->in, L->out);
+    case NN_SOFTMAX:
+        if (dinp)
+            FN(nn_softmax_backward)(dinp, dout, out, N, width);
+        return NN_OK;
+    case NN_LOG_SOFTMAX:
+        if (dinp)
+            FN(nn_log_softmax_backward)(dinp, dout, out, N, width);
+        return NN_OK;
+    default:
+        if (!nn_kind_is_elementwise(L->kind))
+            return NN_ERR_ARG;
+        if (dinp)
+            FN(nn_act_backward)(L->kind, L->slope, dinp, dout, inp, out,
+                                N * width);
+        return NN_OK;
+    }
+}
+
+/* Output of layer i in the workspace: (N, width[i+1]) */
+static real *FN(net_act)(const nn_net *net, size_t i)
+{
+    return (real *)net->act + net->batch * net->act_off[i];
+}
+
+/* Input of layer i: the caller's input for i == 0 */
+static const real *FN(net_inp)(const nn_net *net, size_t i)
+{
+    return i == 0 ? (const real *)net->last_inp : FN(net_act)(net, i - 1);
+}
+
+nn_status FN(nn_net_forward_impl)(nn_net *net, const real *inp, size_t N)
+{
+    size_t i;
+    nn_status st;
+    net->batch = N;
+    net->last_inp = inp;
+    for (i = 0; i < net->n_layers; i++) {
+        const nn_layer *L = net->layers[i];
+        const real *x = FN(net_inp)(net, i);
+        real *z = FN(net_act)(net, i);
+        size_t w_in = net->width[i], w_out = net->width[i + 1];
+        if (L->kind == NN_LINEAR && i + 1 < net->n_layers &&
+            nn_kind_is_elementwise(net->layers[i + 1]->kind)) {
+            /* Z = X W, then Z += b and A = f(Z) in one pass */
+            const nn_layer *act = net->layers[i + 1];
+            st = FN(nn_gemm)(0, 0, N, w_out, w_in, 1, x, w_in,
+                             (const real *)L->W, w_out, 0, z, w_out);
+            if (st != NN_OK)
+                return st;
+            FN(nn_bias_act_forward)(act->kind, act->slope,
+                                    FN(net_act)(net, i + 1), z,
+                                    (const real *)L->b, N, w_out);
+            i++;
+            continue;
+        }
+        st = FN(nn_layer_forward)(L, z, x, N, w_in);
+        if (st != NN_OK)
+            return st;
+    }
+    return NN_OK;
+}
+
+/*
+ * Backward through layers L-1 .. 0 from dout (N, width[L]).
+ * accumulate: 1 adds into dW/db, 0 overwrites them.
+ * opt: when not NULL, each layer's SGD update runs right after its
+ * gradient is complete (its W is not needed by the layers below).
+ */
+nn_status FN(nn_net_backward_impl)(nn_net *net, real *dinp, const real *dout,
+                                   int accumulate, const nn_sgd *opt)
+{
+    size_t i = net->n_layers, N = net->batch;
+    const real *g = dout;
+    nn_status st;
+    while (i-- > 0) {
+        nn_layer *L = net->layers[i];
+        const real *x = FN(net_inp)(net, i);
+        const real *a = FN(net_act)(net, i);
+        real *gin = i == 0 ? dinp : (real *)net->grad[i & 1];
+        size_t w_in = net->width[i], w_out = net->width[i + 1];
+        if (L->kind == NN_LINEAR) {
+            int grads = L->trainable;
+            real *dW = grads ? (real *)L->dW : NULL;
+            real *db = grads ? (real *)L->db : NULL;
+            if (gin) {
+                st = FN(nn_gemm)(0, 1, N, w_in, w_out, 1, g, w_out,
+                                 (const real *)L->W, w_out, 0, gin, w_in);
+                if (st != NN_OK)
+                    return st;
+            }
+            if (dW) {
+                st = FN(nn_gemm)(1, 0, w_in, w_out, N, 1, x, w_in, g, w_out,
+                                 accumulate ? 1 : 0, dW, w_out);
+                if (st != NN_OK)
+                    return st;
+            }
+            if (db) {
+                if (!accumulate) {
+                    size_t o;
+                    for (o = 0; o < w_out; o++)
+                        db[o] = 0;
+                }
+                FN(accumulate_column_sums)(db, g, N, w_out);
+            }
+            if (opt && grads)
+                FN(nn_sgd_step_layer)(opt, L);
+        } else if (gin) {
+            st = FN(nn_layer_backward)(L, gin, g, x, a, N, w_in);
+            if (st != NN_OK)
+                return st;
+        }
+        g = gin;
+        if (!g)
+            break;   /* nothing below needs a gradient */
+    }
+    return NN_OK;
+}
+
+static int FN(loss_is_classification)(nn_loss_kind k)
+{
+    return k != NN_LOSS_MSE;
+}
+
+nn_status FN(nn_net_train_step_impl)(nn_net *net, const nn_sgd *opt,
+                                     nn_loss_kind loss, const real *inp,
+                                     size_t N, const int64_t *labels,
+                                     const real *T, double *loss_out,
+                                     size_t *correct)
+{
+    size_t L = net->n_layers, C = net->width[L];
+    const real *pred;
+    real *dpred = (real *)net->grad[L & 1];
+    nn_status st = FN(nn_net_forward_impl)(net, inp, N);
+    if (st != NN_OK)
+        return st;
+    pred = FN(net_act)(net, L - 1);
+    st = nn_loss_eval(NN_DTYPE, loss, loss_out, dpred, pred, labels, T, N, C);
+    if (st != NN_OK)
+        return st;
+    if (correct)
+        *correct = FN(loss_is_classification)(loss)
+                       ? FN(nn_count_correct)(pred, labels, T, N, C)
+                       : 0;
+    if (!isfinite(*loss_out))
+        return NN_ERR_NONFINITE;   /* nothing updated */
+    /* updates only this network's layers, each as soon as its gradient
+     * is complete */
+    return FN(nn_net_backward_impl)(net, NULL, dpred, 0, opt);
+}
+
+/* dst (count, D) = rows order[0..count) of src (n, D) */
+static void FN(gather_rows)(real *dst, const real *src, const int64_t *order,
+                            size_t count, size_t D)
+{
+    size_t r;
+    for (r = 0; r < count; r++)
+        memcpy(dst + r * D, src + (size_t)order[r] * D, D * sizeof(real));
+}
+
+nn_status FN(nn_net_fit_epoch_impl)(nn_net *net, const nn_sgd *opt,
+                                    nn_loss_kind loss, const real *X,
+                                    size_t n, size_t D,
+                                    const int64_t *labels, const real *T,
+                                    size_t C, const int64_t *order,
+                                    size_t batch, nn_progress_fn progress,
+                                    void *ctx, nn_epoch_result *res)
+{
+    size_t b, n_batches = (n + batch - 1) / batch;
+    for (b = 0; b < n_batches; b++) {
+        size_t start = b * batch, bs = n - start < batch ? n - start : batch;
+        const real *xb = X + start * D;
+        const int64_t *lb = labels ? labels + start : NULL;
+        const real *tb = T ? T + start * C : NULL;
+        double value = 0;
+        size_t correct = 0, r;
+        nn_status st;
+        if (order) {
+            FN(gather_rows)((real *)net->xb, X, order + start, bs, D);
+            xb = (const real *)net->xb;
+            if (labels) {
+                for (r = 0; r < bs; r++)
+                    net->lb[r] = labels[order[start + r]];
+                lb = net->lb;
+            }
+            if (T) {
+                FN(gather_rows)((real *)net->tb, T, order + start, bs, C);
+                tb = (const real *)net->tb;
+            }
+        }
+        st = FN(nn_net_train_step_impl)(net, opt, loss, xb, bs, lb, tb,
+                                        &value, &correct);
+        if (st != NN_OK) {
+            res->failed_batch = b;
+            return st;
+        }
+        res->loss_sum += value * (double)bs;
+        res->correct += correct;
+        res->seen += bs;
+        if (progress && progress(ctx, b, n_batches, res->loss_sum,
+                                 res->correct, res->seen))
+            return NN_ERR_INTERRUPTED;
+    }
+    return NN_OK;
+}

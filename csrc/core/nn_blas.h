@@ -1,0 +1,53 @@
+/*
+ * nn_blas.h: the one wrapper around CBLAS gemm.
+ *
+ * Which OpenBLAS symbols we call is decided here and only here:
+ *   NN_BLAS_SCIPY_PREFIX defined  -> the scipy-openblas32 wheel, whose
+ *                                    symbols carry a "scipy_" prefix
+ *   otherwise                      -> a system OpenBLAS (plain names)
+ * The prototypes are declared here rather than taken from a cblas.h, so
+ * the same source builds against either library. CBLAS enums are ints.
+ * Every dimension handed to BLAS must fit in an int: see nn_blas_fits().
+ */
+#ifndef NN_BLAS_H
+#define NN_BLAS_H
+
+#include <limits.h>
+#include <stddef.h>
+
+#ifdef NN_BLAS_SCIPY_PREFIX
+#define NN_BLAS(name) scipy_##name
+#else
+#define NN_BLAS(name) name
+#endif
+
+enum {
+    NN_CBLAS_ROW_MAJOR = 101,
+    NN_CBLAS_NO_TRANS = 111,
+    NN_CBLAS_TRANS = 112
+};
+
+void NN_BLAS(cblas_sgemm)(int order, int trans_a, int trans_b, int M, int N,
+                          int K, float alpha, const float *A, int lda,
+                          const float *B, int ldb, float beta, float *C,
+                          int ldc);
+void NN_BLAS(cblas_dgemm)(int order, int trans_a, int trans_b, int M, int N,
+                          int K, double alpha, const double *A, int lda,
+                          const double *B, int ldb, double beta, double *C,
+                          int ldc);
+void NN_BLAS(openblas_set_num_threads)(int n);
+int NN_BLAS(openblas_get_num_threads)(void);
+char *NN_BLAS(openblas_get_config)(void);
+
+/* 1 when every size fits the int that CBLAS takes. */
+static inline int nn_blas_fits(size_t M, size_t N, size_t K, size_t lda,
+                               size_t ldb, size_t ldc)
+{
+    return M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX &&
+           ldb <= INT_MAX && ldc <= INT_MAX;
+}
+
+/* Set by nn_use_reference_gemm(); read by the gemm template. */
+extern int nn_reference_gemm_on;
+
+#endif /* NN_BLAS_H */

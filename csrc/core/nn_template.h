@@ -1,0 +1,47 @@
+/*
+ * nn_template.h: the macros a template body sees.
+ *
+ * The kernel bodies (gemm.c, linear.c, act.c, softmax.c, loss.c, sgd.c,
+ * net_step.c) are written once over `real` and FN(name). dtype_f32.c and
+ * dtype_f64.c define NN_REAL_IS_FLOAT or NN_REAL_IS_DOUBLE and include them.
+ */
+#ifndef NN_TEMPLATE_H
+#define NN_TEMPLATE_H
+
+#define NN_CAT_(a, b) a##b
+#define NN_CAT(a, b) NN_CAT_(a, b)
+
+#if defined(NN_REAL_IS_FLOAT)
+typedef float real;
+#define NN_SFX _f32
+#define NN_DTYPE NN_F32
+#define NN_BLAS_GEMM NN_BLAS(cblas_sgemm)
+#define R_EXP expf
+#define R_LOG logf
+#define R_LOG1P log1pf
+#define R_EXPM1 expm1f
+#define R_TANH tanhf
+#define R_COS cosf
+#define R_SIN sinf
+#define R_FABS fabsf
+#elif defined(NN_REAL_IS_DOUBLE)
+typedef double real;
+#define NN_SFX _f64
+#define NN_DTYPE NN_F64
+#define NN_BLAS_GEMM NN_BLAS(cblas_dgemm)
+#define R_EXP exp
+#define R_LOG log
+#define R_LOG1P log1p
+#define R_EXPM1 expm1
+#define R_TANH tanh
+#define R_COS cos
+#define R_SIN sin
+#define R_FABS fabs
+#else
+#error "define NN_REAL_IS_FLOAT or NN_REAL_IS_DOUBLE before nn_template.h"
+#endif
+
+/* FN(nn_relu) -> nn_relu_f32 or nn_relu_f64 */
+#define FN(name) NN_CAT(name, NN_SFX)
+
+#endif /* NN_TEMPLATE_H */

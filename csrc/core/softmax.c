@@ -1,0 +1,93 @@
+/*
+ * softmax.c (template): row-wise softmax and log-softmax, both shifted by
+ * the row maximum so no exp() overflows.
+ *   softmax      a = e^(z - m) / sum e^(z - m)
+ *                dz = a * (da - sum_j da_j a_j)
+ *   log-softmax  a = z - m - log sum e^(z - m)
+ *                dz = da - e^a * sum_j da_j
+ */
+#ifndef NN_SFX
+#error "template: compiled through dtype_f32.c / dtype_f64.c"
+#endif
+
+static real FN(row_max)(const real *z, size_t C)
+{
+    size_t c;
+    real m = z[0];
+    for (c = 1; c < C; c++)
+        if (z[c] > m || z[c] != z[c])
+            m = z[c];
+    return m;
+}
+
+/* log sum_c e^(z_c) for one row, stable */
+static double FN(row_logsumexp)(const real *z, size_t C)
+{
+    size_t c;
+    double m = FN(row_max)(z, C), s = 0;
+    if (m == -INFINITY || m == INFINITY)
+        return m;
+    for (c = 0; c < C; c++)
+        s += exp((double)z[c] - m);
+    return m + log(s);
+}
+
+void FN(nn_softmax_forward)(real *out, const real *inp, size_t N, size_t C)
+{
+    size_t n, c;
+    for (n = 0; n < N; n++) {
+        const real *z = inp + n * C;
+        real *a = out + n * C;
+        real m = FN(row_max)(z, C);
+        real s = 0;
+        for (c = 0; c < C; c++) {
+            a[c] = R_EXP(z[c] - m);
+            s += a[c];
+        }
+        for (c = 0; c < C; c++)
+            a[c] /= s;
+    }
+}
+
+void FN(nn_softmax_backward)(real *dinp, const real *dout, const real *out,
+                             size_t N, size_t C)
+{
+    size_t n, c;
+    for (n = 0; n < N; n++) {
+        const real *da = dout + n * C, *a = out + n * C;
+        real *dz = dinp + n * C;
+        real dot = 0;
+        for (c = 0; c < C; c++)
+            dot += da[c] * a[c];
+        for (c = 0; c < C; c++)
+            dz[c] = a[c] * (da[c] - dot);
+    }
+}
+
+void FN(nn_log_softmax_forward)(real *out, const real *inp, size_t N,
+                                size_t C)
+{
+    size_t n, c;
+    for (n = 0; n < N; n++) {
+        const real *z = inp + n * C;
+        real *a = out + n * C;
+        real lse = (real)FN(row_logsumexp)(z, C);
+        for (c = 0; c < C; c++)
+            a[c] = z[c] - lse;
+    }
+}
+
+void FN(nn_log_softmax_backward)(real *dinp, const real *dout,
+                                 const real *out, size_t N, size_t C)
+{
+    size_t n, c;
+    for (n = 0; n < N; n++) {
+        const real *da = dout + n * C, *a = out + n * C;
+        real *dz = dinp + n * C;
+        real sum = 0;
+        for (c = 0; c < C; c++)
+            sum += da[c];
+        for (c = 0; c < C; c++)
+            dz[c] = da[c] - R_EXP(a[c]) * sum;
+    }
+}

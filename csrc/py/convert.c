@@ -1,0 +1,371 @@
+/*
+ * convert.c: turning Python inputs into arrays the core can read, with
+ * errors that name the argument and what was expected; and NumPy views
+ * of C-owned memory.
+ */
+#include "binding.h"
+
+#include <math.h>
+
+uint64_t nn_input_copies = 0;
+
+int nn_typenum(nn_dtype dt)
+{
+    return dt == NN_F32 ? NPY_FLOAT32 : NPY_FLOAT64;
+}
+
+PyObject *nn_dtype_object(int dt)
+{
+    if (dt < 0)
+        Py_RETURN_NONE;
+    return (PyObject *)PyArray_DescrFromType(nn_typenum((nn_dtype)dt));
+}
+
+/* float32 / float64 (or None when allow_none) -> NN_F32 / NN_F64 / -1 */
+int nn_dtype_from_object(PyObject *obj, int *out, int allow_none)
+{
+    PyArray_Descr *d = NULL;
+    if (obj == NULL || obj == Py_None) {
+        if (allow_none) {
+            *out = -1;
+            return 0;
+        }
+        PyErr_SetString(PyExc_TypeError,
+                        "dtype must be numpy.float32 or numpy.float64, got None");
+        return -1;
+    }
+    if (!PyArray_DescrConverter(obj, &d)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError,
+                     "dtype must be numpy.float32 or numpy.float64, got %R", obj);
+        return -1;
+    }
+    if (d->type_num == NPY_FLOAT32)
+        *out = NN_F32;
+    else if (d->type_num == NPY_FLOAT64)
+        *out = NN_F64;
+    else {
+        PyErr_Format(PyExc_TypeError,
+                     "dtype must be numpy.float32 or numpy.float64, got %R", obj);
+        Py_DECREF(d);
+        return -1;
+    }
+    Py_DECREF(d);
+    return 0;
+}
+
+/* Any object -> an ndarray of real numbers (new reference), or TypeError */
+static PyArrayObject *as_real_array(PyObject *obj, const char *name)
+{
+    PyArrayObject *arr;
+    char kind;
+    if (obj == Py_None) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s must be an array of real numbers, got None", name);
+        return NULL;
+    }
+    if (PyArray_Check(obj)) {
+        Py_INCREF(obj);
+        arr = (PyArrayObject *)obj;
+    } else {
+        arr = (PyArrayObject *)PyArray_FromAny(obj, NULL, 0, 0, 0, NULL);
+        if (!arr) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError,
+                         "%s must be an array of real numbers, got %.100s",
+                         name, Py_TYPE(obj)->tp_name);
+            return NULL;
+        }
+    }
+    kind = PyArray_DESCR(arr)->kind;
+    if (kind != 'f' && kind != 'i' && kind != 'u' && kind != 'b') {
+        PyErr_Format(PyExc_TypeError,
+                     "%s must hold real numbers (float, int or bool), got "
+                     "dtype %R", name, (PyObject *)PyArray_DESCR(arr));
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+static PyObject *shape_tuple(PyArrayObject *a)
+{
+    return PyArray_IntTupleFromIntp(PyArray_NDIM(a), PyArray_DIMS(a));
+}
+
+/* Used in place: the right dtype, C order, aligned, native byte order */
+static int usable_in_place(PyArrayObject *a, int typenum)
+{
+    return PyArray_TYPE(a) == typenum && PyArray_ISCARRAY_RO(a) &&
+           PyArray_ISNOTSWAPPED(a);
+}
+
+static PyArrayObject *cast_to(PyArrayObject *arr, int typenum)
+{
+    PyArray_Descr *d = PyArray_DescrFromType(typenum);   /* stolen below */
+    nn_input_copies++;
+    return (PyArrayObject *)PyArray_FromArray(
+        arr, d, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED |
+                    NPY_ARRAY_FORCECAST | NPY_ARRAY_ENSURECOPY);
+}
+
+PyArrayObject *nn_as_input(PyObject *obj, int dt, const char *name, int ndim)
+{
+    PyArrayObject *arr = as_real_array(obj, name), *out;
+    int typenum = nn_typenum((nn_dtype)dt);
+    if (!arr)
+        return NULL;
+    if (ndim > 0 && PyArray_NDIM(arr) != ndim) {
+        PyObject *shape = shape_tuple(arr);
+        PyErr_Format(PyExc_ValueError,
+                     "%s must be a %d-D array%s, got a %d-D array of shape %R",
+                     name, ndim, ndim == 2 ? " (batch, features)" : "",
+                     PyArray_NDIM(arr), shape);
+        Py_XDECREF(shape);
+        Py_DECREF(arr);
+        return NULL;
+    }
+    for (int k = 0; k < PyArray_NDIM(arr); k++) {
+        if (PyArray_DIM(arr, k) > INT_MAX) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s has %zd entries along axis %d; nnlayers passes "
+                         "sizes to BLAS as int, so at most INT_MAX = %d",
+                         name, PyArray_DIM(arr, k), k, INT_MAX);
+            Py_DECREF(arr);
+            return NULL;
+        }
+    }
+    if (usable_in_place(arr, typenum))
+        return arr;
+    out = cast_to(arr, typenum);
+    Py_DECREF(arr);
+    return out;
+}
+
+int nn_adopt_dtype(PyObject *obj)
+{
+    if (PyArray_Check(obj) &&
+        PyArray_TYPE((PyArrayObject *)obj) == NPY_FLOAT32)
+        return NN_F32;
+    return NN_F64;
+}
+
+PyArrayObject *nn_new_array(int dt, npy_intp rows, npy_intp cols)
+{
+    npy_intp dims[2] = {rows, cols};
+    return (PyArrayObject *)PyArray_EMPTY(2, dims, nn_typenum((nn_dtype)dt),
+                                          0);
+}
+
+PyObject *nn_view(PyObject *owner, void *data, int dt, int nd,
+                  npy_intp *dims)
+{
+    PyArray_Descr *d = PyArray_DescrFromType(nn_typenum((nn_dtype)dt));
+    PyObject *arr = PyArray_NewFromDescr(&PyArray_Type, d, nd, dims, NULL,
+                                         data, NPY_ARRAY_CARRAY, NULL);
+    if (!arr)
+        return NULL;
+    Py_INCREF(owner);
+    if (PyArray_SetBaseObject((PyArrayObject *)arr, owner) < 0) {
+        Py_DECREF(arr);   /* the base reference was stolen either way */
+        return NULL;
+    }
+    return arr;
+}
+
+/* labels (N,) of class ids: integral, finite, in [0, C) */
+static PyArrayObject *prepare_labels(PyArrayObject *y, size_t C)
+{
+    PyArrayObject *f = NULL, *labels = NULL;
+    npy_intp i, n = PyArray_DIM(y, 0);
+    if (PyArray_DESCR(y)->kind == 'f') {
+        const double *v;
+        f = (PyArrayObject *)PyArray_FROM_OTF((PyObject *)y, NPY_FLOAT64,
+                                              NPY_ARRAY_IN_ARRAY |
+                                                  NPY_ARRAY_FORCECAST);
+        if (!f)
+            return NULL;
+        v = (const double *)PyArray_DATA(f);
+        for (i = 0; i < n; i++) {
+            if (!isfinite(v[i]) || v[i] != floor(v[i])) {
+                char buf[40];
+                PyOS_snprintf(buf, sizeof buf, "%.17g", v[i]);
+                PyErr_Format(PyExc_ValueError,
+                             "target labels must be whole numbers (class ids),"
+                             " got %s at index %zd", buf, i);
+                Py_DECREF(f);
+                return NULL;
+            }
+        }
+        Py_DECREF(f);
+    }
+    if (PyArray_DESCR(y)->kind == 'u' && PyArray_ITEMSIZE(y) == 8) {
+        /* values >= 2^63 would wrap in int64: compare as unsigned */
+        PyArrayObject *u = (PyArrayObject *)PyArray_FROM_OTF(
+            (PyObject *)y, NPY_UINT64, NPY_ARRAY_IN_ARRAY);
+        if (!u)
+            return NULL;
+        for (i = 0; i < n; i++) {
+            uint64_t v = ((const uint64_t *)PyArray_DATA(u))[i];
+            if (v >= (uint64_t)C) {
+                PyErr_Format(PyExc_ValueError,
+                             "target labels must be in [0, %zu), got %llu at "
+                             "index %zd", C, (unsigned long long)v, i);
+                Py_DECREF(u);
+                return NULL;
+            }
+        }
+        Py_DECREF(u);
+    }
+    if (PyArray_TYPE(y) == NPY_INT64 && PyArray_ISCARRAY_RO(y) &&
+        PyArray_ISNOTSWAPPED(y)) {
+        Py_INCREF(y);
+        labels = y;
+    } else {
+        labels = (PyArrayObject *)PyArray_FromArray(
+            y, PyArray_DescrFromType(NPY_INT64),
+            NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST |
+                NPY_ARRAY_ENSURECOPY);
+        if (!labels)
+            return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        int64_t v = ((const int64_t *)PyArray_DATA(labels))[i];
+        if (v < 0 || (uint64_t)v >= (uint64_t)C) {
+            PyErr_Format(PyExc_ValueError,
+                         "target labels must be in [0, %zu), got %lld at "
+                         "index %zd", C, (long long)v, i);
+            Py_DECREF(labels);
+            return NULL;
+        }
+    }
+    return labels;
+}
+
+int nn_prepare_target(PyObject *y, nn_loss_kind kind, int dt, size_t N,
+                      size_t C, PyArrayObject **labels, PyArrayObject **dense)
+{
+    PyArrayObject *arr = as_real_array(y, "target");
+    int class_ids = kind == NN_LOSS_SOFTMAX_XENT || kind == NN_LOSS_NLL;
+    int rc = -1;
+    *labels = NULL;
+    *dense = NULL;
+    if (!arr)
+        return -1;
+    if (PyArray_NDIM(arr) == 1) {
+        if ((size_t)PyArray_DIM(arr, 0) != N) {
+            PyErr_Format(PyExc_ValueError,
+                         "target has %zd entries but the predictions have %zu "
+                         "rows", PyArray_DIM(arr, 0), N);
+            goto exit;
+        }
+        if (class_ids) {
+            *labels = prepare_labels(arr, C);
+            rc = *labels ? 0 : -1;
+            goto exit;
+        }
+        if (C != 1) {
+            PyErr_Format(PyExc_ValueError,
+                         "target must have shape (%zu, %zu) like the "
+                         "predictions; a 1-D target needs one output column",
+                         N, C);
+            goto exit;
+        }
+    } else if (PyArray_NDIM(arr) == 2) {
+        if ((size_t)PyArray_DIM(arr, 0) != N ||
+            (size_t)PyArray_DIM(arr, 1) != C) {
+            PyObject *shape = shape_tuple(arr);
+            PyErr_Format(PyExc_ValueError,
+                         "target must have shape (%zu, %zu) like the "
+                         "predictions%s, got %R", N, C,
+                         class_ids ? " or (N,) of class ids" : "", shape);
+            Py_XDECREF(shape);
+            goto exit;
+        }
+    } else {
+        PyObject *shape = shape_tuple(arr);
+        PyErr_Format(PyExc_ValueError,
+                     "target must be 1-D (N,) or 2-D (N, C), got shape %R",
+                     shape);
+        Py_XDECREF(shape);
+        goto exit;
+    }
+    /* dense rows (N, C) in the predictions' dtype */
+    {
+        npy_intp dims[2] = {(npy_intp)N, (npy_intp)C};
+        PyArray_Dims newshape = {dims, 2};
+        PyArrayObject *d = nn_as_input((PyObject *)arr, dt, "target", 0);
+        if (!d)
+            goto exit;
+        if (PyArray_NDIM(d) == 1) {
+            PyArrayObject *r = (PyArrayObject *)PyArray_Newshape(d, &newshape,
+                                                                 NPY_CORDER);
+            Py_DECREF(d);
+            if (!r)
+                goto exit;
+            d = r;
+        }
+        if (kind == NN_LOSS_BINARY_XENT) {
+            size_t i, n = N * C;
+            for (i = 0; i < n; i++) {
+                double v = dt == NN_F32 ? ((const float *)PyArray_DATA(d))[i]
+                                        : ((const double *)PyArray_DATA(d))[i];
+                if (!(v >= 0 && v <= 1)) {
+                    char buf[40];
+                    PyOS_snprintf(buf, sizeof buf, "%.17g", v);
+                    PyErr_Format(PyExc_ValueError,
+                                 "binary cross-entropy targets must be in "
+                                 "[0, 1], got %s at flat index %zu", buf, i);
+                    Py_DECREF(d);
+                    goto exit;
+                }
+            }
+        }
+        *dense = d;
+        rc = 0;
+    }
+exit:
+    Py_DECREF(arr);
+    return rc;
+}
+
+void nn_set_status_error(nn_module_state *st, nn_status s, const char *what)
+{
+    if (PyErr_Occurred())
+        return;
+    switch (s) {
+    case NN_OK:
+        return;
+    case NN_ERR_NOMEM:
+        PyErr_NoMemory();
+        return;
+    case NN_ERR_NONFINITE:
+        PyErr_Format(st->NonFiniteError, "%s: the loss is not finite", what);
+        return;
+    case NN_ERR_INTERRUPTED:
+        PyErr_SetNone(PyExc_KeyboardInterrupt);
+        return;
+    case NN_ERR_OVERFLOW:
+        PyErr_Format(PyExc_ValueError,
+                     "%s: sizes too large (a dimension passed to BLAS must "
+                     "be at most INT_MAX = %d, and byte counts must fit in "
+                     "size_t)", what, INT_MAX);
+        return;
+    default:
+        PyErr_Format(PyExc_ValueError, "%s: %s", what, nn_status_str(s));
+        return;
+    }
+}
+
+int nn_claim(nn_module_state *st, int *flag, const char *what)
+{
+    if (*flag) {
+        PyErr_Format(st->BusyError,
+                     "%s is in use by another thread; an nnlayers object "
+                     "serves one call at a time (use one model per thread)",
+                     what);
+        return -1;
+    }
+    *flag = 1;
+    return 0;
+}

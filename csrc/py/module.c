@@ -1,0 +1,330 @@
+/*
+ * module.c: the extension module nnlayers._core: its state (the types and
+ * the error classes), the Buffer type, and module-level functions
+ * (BLAS threads and configuration, matmul, allocation counters).
+ */
+#define NN_BINDING_IMPORTS_ARRAY
+#include "binding.h"
+
+#include <string.h>
+
+/* ---------------------------------------------------------------- */
+/* Buffer: C-owned, 64-byte aligned memory                           */
+/* ---------------------------------------------------------------- */
+
+static void Buffer_dealloc(BufferObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    nn_free(self->data);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyObject *Buffer_get_nbytes(BufferObject *self, void *c)
+{
+    (void)c;
+    return PyLong_FromSize_t(self->nbytes);
+}
+
+static PyGetSetDef Buffer_getset[] = {
+    {"nbytes", (getter)Buffer_get_nbytes, NULL, "size in bytes", NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyType_Slot Buffer_slots[] = {
+    {Py_tp_doc, "C-owned memory behind parameter views"},
+    {Py_tp_dealloc, Buffer_dealloc},
+    {Py_tp_getset, Buffer_getset},
+    {0, NULL}};
+
+PyType_Spec nn_buffer_spec = {"nnlayers._core._Buffer", sizeof(BufferObject),
+                              0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+                              Buffer_slots};
+
+PyObject *nn_buffer_new(nn_module_state *st, size_t nbytes)
+{
+    BufferObject *b;
+    if (nbytes > (size_t)PY_SSIZE_T_MAX)
+        return PyErr_NoMemory();
+    b = PyObject_New(BufferObject, st->BufferType);
+    if (!b)
+        return NULL;
+    b->nbytes = nbytes;
+    b->data = nn_malloc(nbytes);
+    if (!b->data) {
+        b->nbytes = 0;
+        Py_DECREF(b);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)b;
+}
+
+/* ---------------------------------------------------------------- */
+/* Module state                                                      */
+/* ---------------------------------------------------------------- */
+
+nn_module_state *nn_state_of_module(PyObject *m)
+{
+    return (nn_module_state *)PyModule_GetState(m);
+}
+
+nn_module_state *nn_state_of_type(PyTypeObject *tp)
+{
+    PyObject *m = PyType_GetModuleByDef(tp, &nn_module_def);
+    return m ? nn_state_of_module(m) : NULL;
+}
+
+/* ---------------------------------------------------------------- */
+/* Functions                                                         */
+/* ---------------------------------------------------------------- */
+
+static PyObject *get_num_threads(PyObject *m, PyObject *na)
+{
+    (void)m;
+    (void)na;
+    return PyLong_FromLong(nn_blas_get_num_threads());
+}
+
+static PyObject *set_num_threads(PyObject *m, PyObject *arg)
+{
+    long n = PyLong_AsLong(arg);
+    (void)m;
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 1 || n > 1024) {
+        PyErr_Format(PyExc_ValueError,
+                     "set_num_threads(n) needs 1 <= n <= 1024, got %ld", n);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    nn_blas_set_num_threads((int)n);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *blas_config(PyObject *m, PyObject *na)
+{
+    (void)m;
+    (void)na;
+    return PyUnicode_FromString(nn_blas_config());
+}
+
+static PyObject *alloc_count(PyObject *m, PyObject *na)
+{
+    (void)m;
+    (void)na;
+    return PyLong_FromUnsignedLongLong(nn_alloc_count());
+}
+
+static PyObject *input_copies(PyObject *m, PyObject *na)
+{
+    (void)m;
+    (void)na;
+    return PyLong_FromUnsignedLongLong(nn_input_copies);
+}
+
+static PyObject *use_reference_gemm(PyObject *m, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    (void)m;
+    if (on < 0)
+        return NULL;
+    return PyBool_FromLong(nn_use_reference_gemm(on));
+}
+
+static PyObject *matmul(PyObject *m, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"a", "b", "out", NULL};
+    PyObject *a_o, *b_o, *out_o = Py_None, *result = NULL;
+    PyArrayObject *a = NULL, *b = NULL, *out = NULL;
+    size_t M, K, N;
+    nn_status s;
+    int dt;
+    (void)m;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O:matmul", kwlist, &a_o,
+                                     &b_o, &out_o))
+        return NULL;
+    dt = nn_adopt_dtype(a_o);
+    a = nn_as_input(a_o, dt, "a", 2);
+    b = a ? nn_as_input(b_o, dt, "b", 2) : NULL;
+    if (!b)
+        goto exit;
+    M = (size_t)PyArray_DIM(a, 0);
+    K = (size_t)PyArray_DIM(a, 1);
+    N = (size_t)PyArray_DIM(b, 1);
+    if ((size_t)PyArray_DIM(b, 0) != K) {
+        PyErr_Format(PyExc_ValueError,
+                     "matmul: a is (%zu, %zu) so b must have %zu rows, got %zd",
+                     M, K, K, PyArray_DIM(b, 0));
+        goto exit;
+    }
+    if (out_o == Py_None) {
+        out = nn_new_array(dt, (npy_intp)M, (npy_intp)N);
+        if (!out)
+            goto exit;
+    } else {
+        if (!PyArray_Check(out_o) ||
+            PyArray_TYPE((PyArrayObject *)out_o) != nn_typenum(dt) ||
+            !PyArray_ISCARRAY((PyArrayObject *)out_o) ||
+            PyArray_NDIM((PyArrayObject *)out_o) != 2 ||
+            (size_t)PyArray_DIM((PyArrayObject *)out_o, 0) != M ||
+            (size_t)PyArray_DIM((PyArrayObject *)out_o, 1) != N) {
+            PyErr_Format(PyExc_ValueError,
+                         "matmul: out must be a writable C-contiguous (%zu, "
+                         "%zu) array of a's dtype", M, N);
+            goto exit;
+        }
+        out = (PyArrayObject *)Py_NewRef(out_o);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (dt == NN_F32)
+        s = nn_gemm_f32(0, 0, M, N, K, 1, PyArray_DATA(a), K, PyArray_DATA(b),
+                        N, 0, PyArray_DATA(out), N);
+    else
+        s = nn_gemm_f64(0, 0, M, N, K, 1, PyArray_DATA(a), K, PyArray_DATA(b),
+                        N, 0, PyArray_DATA(out), N);
+    Py_END_ALLOW_THREADS
+    if (s != NN_OK) {
+        nn_set_status_error(nn_state_of_module(m), s, "matmul");
+        goto exit;
+    }
+    result = Py_NewRef(out);
+exit:
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    Py_XDECREF(out);
+    return result;
+}
+
+static PyMethodDef module_methods[] = {
+    {"get_num_threads", get_num_threads, METH_NOARGS,
+     "get_num_threads() -> int: threads nnlayers' OpenBLAS uses"},
+    {"set_num_threads", set_num_threads, METH_O,
+     "set_num_threads(n): set the threads nnlayers' OpenBLAS uses"},
+    {"blas_config", blas_config, METH_NOARGS,
+     "blas_config() -> str: OpenBLAS's own configuration string"},
+    {"alloc_count", alloc_count, METH_NOARGS,
+     "alloc_count() -> int: heap allocations made by the C core so far"},
+    {"input_copies", input_copies, METH_NOARGS,
+     "input_copies() -> int: inputs the binding had to convert (copy)"},
+    {"use_reference_gemm", use_reference_gemm, METH_O,
+     "use_reference_gemm(flag) -> old flag: route products through the "
+     "naive GEMM (for cross-checks)"},
+    {"matmul", (PyCFunction)(void (*)(void))matmul,
+     METH_VARARGS | METH_KEYWORDS,
+     "matmul(a, b, out=None) -> a @ b through nnlayers' OpenBLAS"},
+    {NULL, NULL, 0, NULL}};
+
+/* ---------------------------------------------------------------- */
+/* Module                                                            */
+/* ---------------------------------------------------------------- */
+
+static int add_type(PyObject *m, PyType_Spec *spec, PyObject *base,
+                    PyTypeObject **slot)
+{
+    PyObject *t = PyType_FromModuleAndSpec(m, spec, base);
+    if (!t)
+        return -1;
+    *slot = (PyTypeObject *)t;
+    if (PyModule_AddObjectRef(m, strrchr(spec->name, '.') + 1, t) < 0)
+        return -1;
+    return 0;
+}
+
+static int module_exec(PyObject *m)
+{
+    nn_module_state *st = nn_state_of_module(m);
+    if (PyArray_ImportNumPyAPI() < 0)
+        return -1;
+    if (add_type(m, &nn_buffer_spec, NULL, &st->BufferType) < 0 ||
+        add_type(m, &nn_layer_spec, NULL, &st->LayerType) < 0 ||
+        add_type(m, &nn_sequential_spec, NULL, &st->SequentialType) < 0 ||
+        add_type(m, &nn_loss_spec, NULL, &st->LossType) < 0 ||
+        add_type(m, &nn_sgd_spec, NULL, &st->SGDType) < 0)
+        return -1;
+    st->Error = PyErr_NewExceptionWithDoc(
+        "nnlayers.NNLayersError", "Base class of nnlayers' own errors.",
+        NULL, NULL);
+    if (!st->Error || PyModule_AddObjectRef(m, "NNLayersError", st->Error) < 0)
+        return -1;
+    {
+        PyObject *bases = PyTuple_Pack(2, st->Error, PyExc_FloatingPointError);
+        if (!bases)
+            return -1;
+        st->NonFiniteError = PyErr_NewExceptionWithDoc(
+            "nnlayers.NonFiniteLossError",
+            "The loss became NaN or infinite during training; the update of "
+            "that batch was not applied.", bases, NULL);
+        Py_DECREF(bases);
+    }
+    if (!st->NonFiniteError ||
+        PyModule_AddObjectRef(m, "NonFiniteLossError", st->NonFiniteError) < 0)
+        return -1;
+    {
+        PyObject *bases = PyTuple_Pack(2, st->Error, PyExc_RuntimeError);
+        if (!bases)
+            return -1;
+        st->BusyError = PyErr_NewExceptionWithDoc(
+            "nnlayers.ConcurrentUseError",
+            "An nnlayers object was called from a second thread while a call "
+            "was running; each object serves one call at a time.", bases,
+            NULL);
+        Py_DECREF(bases);
+    }
+    if (!st->BusyError ||
+        PyModule_AddObjectRef(m, "ConcurrentUseError", st->BusyError) < 0)
+        return -1;
+    return 0;
+}
+
+static int module_traverse(PyObject *m, visitproc visit, void *arg)
+{
+    nn_module_state *st = nn_state_of_module(m);
+    Py_VISIT(st->BufferType);
+    Py_VISIT(st->LayerType);
+    Py_VISIT(st->SequentialType);
+    Py_VISIT(st->LossType);
+    Py_VISIT(st->SGDType);
+    Py_VISIT(st->Error);
+    Py_VISIT(st->NonFiniteError);
+    Py_VISIT(st->BusyError);
+    return 0;
+}
+
+static int module_clear(PyObject *m)
+{
+    nn_module_state *st = nn_state_of_module(m);
+    Py_CLEAR(st->BufferType);
+    Py_CLEAR(st->LayerType);
+    Py_CLEAR(st->SequentialType);
+    Py_CLEAR(st->LossType);
+    Py_CLEAR(st->SGDType);
+    Py_CLEAR(st->Error);
+    Py_CLEAR(st->NonFiniteError);
+    Py_CLEAR(st->BusyError);
+    return 0;
+}
+
+static void module_free(void *m)
+{
+    module_clear((PyObject *)m);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL}};
+
+PyModuleDef nn_module_def = {
+    PyModuleDef_HEAD_INIT,
+    "nnlayers._core",
+    "The C core of nnlayers: layers, losses, SGD and the Sequential network.",
+    sizeof(nn_module_state),
+    module_methods,
+    module_slots,
+    module_traverse,
+    module_clear,
+    module_free};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    return PyModuleDef_Init(&nn_module_def);
+}

@@ -1,0 +1,484 @@
+"""Plain-NumPy twins of the nnlayers C kernels.
+
+Every function here mirrors one kernel of ``csrc/core`` (see ``nn.h``) and
+exists so that tests can check the C code against an independent, readable
+implementation. The functions are pure: they never modify their inputs and
+always return new arrays.
+
+Conventions
+-----------
+* Data arrays are 2-D ``(N, F)``: one row per sample.
+* Arrays are computed in, and returned as, the dtype of the (first) data
+  input: float32 stays float32, float64 stays float64. Any other real input
+  (ints, bools) is converted to float64 first.
+* Losses return ``(loss, grad)``: ``loss`` is a Python float computed with
+  float64 accumulation, ``grad`` (dL/dpred) has the dtype of the prediction.
+  Every loss is averaged over the batch (a factor ``1/N``).
+* Target of the classification losses: either integer labels of shape
+  ``(N,)`` with values in ``[0, C)``, or dense rows ``(N, C)``.
+
+This module imports nothing from the ``nnlayers`` package, so it can be used
+(and tested) without the compiled extension.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "ACTIVATIONS",
+    "LAYER_KINDS",
+    "linear_forward",
+    "linear_backward",
+    "activation_forward",
+    "activation_backward",
+    "softmax_forward",
+    "softmax_backward",
+    "log_softmax_forward",
+    "log_softmax_backward",
+    "layer_forward",
+    "layer_backward",
+    "softmax_cross_entropy",
+    "binary_cross_entropy",
+    "mse",
+    "nll",
+    "accuracy",
+    "sgd_step",
+    "sequential_forward",
+    "sequential_backward",
+]
+
+#: Elementwise activation kinds, in the order of ``nn_kind`` in nn.h.
+ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh",
+               "softplus", "step", "cos")
+
+#: Every layer kind understood by :func:`layer_forward`.
+LAYER_KINDS = ("linear",) + ACTIVATIONS + ("softmax", "log_softmax")
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+def _float(a, name="x"):
+    """``a`` as a float32/float64 ndarray (other real dtypes -> float64)."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected a real array, got dtype {a.dtype}")
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float64)
+    return a
+
+
+def _like(a, dtype):
+    """``a`` as an ndarray of exactly ``dtype``."""
+    return np.asarray(a, dtype=dtype)
+
+
+def _check_2d(a, name):
+    if a.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array (N, C), got shape {a.shape}")
+
+
+def _sigmoid(z):
+    """Stable logistic function in z's dtype (no overflow for any z)."""
+    e = np.exp(-np.abs(z))              # in (0, 1]: never overflows
+    one = z.dtype.type(1)
+    return np.where(z >= 0, one / (one + e), e / (one + e)).astype(z.dtype, copy=False)
+
+
+def _dense_target(target, N, C, dtype, name="target"):
+    """Labels (N,) or rows (N, C) -> dense (N, C) array of ``dtype``."""
+    t = np.asarray(target)
+    if t.ndim == 1:
+        if t.shape[0] != N:
+            raise ValueError(f"{name}: expected labels of shape ({N},), got {t.shape}")
+        if t.dtype.kind == "f":
+            if not np.all(np.isfinite(t)) or np.any(t != np.round(t)):
+                raise TypeError(f"{name}: labels must be integers, got dtype {t.dtype}")
+            t = t.astype(np.int64)
+        elif t.dtype.kind not in "iu":
+            raise TypeError(f"{name}: labels must be integers, got dtype {t.dtype}")
+        if N and (t.min() < 0 or t.max() >= C):
+            raise ValueError(f"{name}: labels must lie in [0, {C}), "
+                             f"got range [{t.min()}, {t.max()}]")
+        dense = np.zeros((N, C), dtype=dtype)
+        dense[np.arange(N), t.astype(np.intp)] = 1
+        return dense
+    if t.shape != (N, C):
+        raise ValueError(f"{name}: expected labels ({N},) or rows ({N}, {C}), got shape {t.shape}")
+    return _like(t, dtype)
+
+
+def _batch(N, name="pred"):
+    if N == 0:
+        raise ValueError(f"{name}: the batch is empty (N == 0)")
+    return N
+
+
+# ---------------------------------------------------------------------------
+# Linear
+# ---------------------------------------------------------------------------
+
+def linear_forward(x, W, b=None):
+    """Fully connected layer ``y = x @ W + b``.
+
+    x: (N, I), W: (I, O), b: (O,) or None  ->  y: (N, O) in x's dtype.
+    """
+    x = _float(x)
+    W = _like(W, x.dtype)
+    y = x @ W
+    if b is not None:
+        y = y + _like(b, x.dtype)
+    return y
+
+
+def linear_backward(gy, x, W, has_bias=True):
+    """VJP of :func:`linear_forward`.
+
+    gy: (N, O), x: (N, I), W: (I, O)  ->  (gx (N, I), dW (I, O), db (O,) or None)
+    with ``gx = gy @ W.T``, ``dW = x.T @ gy``, ``db = gy.sum(0)``.
+    """
+    x = _float(x)
+    dt = x.dtype
+    gy = _like(gy, dt)
+    W = _like(W, dt)
+    gx = gy @ W.T
+    dW = x.T @ gy
+    db = gy.sum(axis=0, dtype=dt) if has_bias else None
+    return gx, dW, db
+
+
+# ---------------------------------------------------------------------------
+# Elementwise activations
+# ---------------------------------------------------------------------------
+
+def activation_forward(kind, z, slope=0.01):
+    """Elementwise activation ``a = f(z)``; z any shape -> a, same shape/dtype.
+
+    kind: "identity", "relu", "leaky_relu" (f(z) = z if z > 0 else slope*z),
+    "sigmoid", "tanh", "softplus" (log(1 + e^z), stable), "step" ([z > 0]),
+    "cos".
+    """
+    z = _float(z, "z")
+    dt = z.dtype.type
+    if kind == "identity":
+        return z.copy()
+    if kind == "relu":
+        return np.where(z > 0, z, dt(0)).astype(z.dtype, copy=False)
+    if kind == "leaky_relu":
+        return np.where(z > 0, z, dt(slope) * z).astype(z.dtype, copy=False)
+    if kind == "sigmoid":
+        return _sigmoid(z)
+    if kind == "tanh":
+        return np.tanh(z)
+    if kind == "softplus":
+        return np.logaddexp(dt(0), z)
+    if kind == "step":
+        return (z > 0).astype(z.dtype)
+    if kind == "cos":
+        return np.cos(z)
+    raise TypeError(f"kind: unknown activation {kind!r}; expected one of {ACTIVATIONS}")
+
+
+def activation_derivative(kind, z, slope=0.01):
+    """f'(z) elementwise (same shape and dtype as z)."""
+    z = _float(z, "z")
+    dt = z.dtype.type
+    if kind == "identity":
+        return np.ones_like(z)
+    if kind == "relu":
+        return (z > 0).astype(z.dtype)
+    if kind == "leaky_relu":
+        return np.where(z > 0, dt(1), dt(slope)).astype(z.dtype, copy=False)
+    if kind == "sigmoid":
+        s = _sigmoid(z)
+        return s * (dt(1) - s)
+    if kind == "tanh":
+        a = np.tanh(z)
+        return dt(1) - a * a
+    if kind == "softplus":
+        return _sigmoid(z)
+    if kind == "step":
+        return np.zeros_like(z)
+    if kind == "cos":
+        return -np.sin(z)
+    raise TypeError(f"kind: unknown activation {kind!r}; expected one of {ACTIVATIONS}")
+
+
+def activation_backward(kind, gy, z, slope=0.01):
+    """VJP of :func:`activation_forward`: ``gz = gy * f'(z)``.
+
+    gy, z: same shape  ->  gz in z's dtype. "step" has derivative 0
+    everywhere; "cos" has derivative ``-sin(z)``.
+    """
+    z = _float(z, "z")
+    gy = _like(gy, z.dtype)
+    if gy.shape != z.shape:
+        raise ValueError(f"gy: expected shape {z.shape}, got {gy.shape}")
+    return gy * activation_derivative(kind, z, slope)
+
+
+# ---------------------------------------------------------------------------
+# Softmax / log-softmax (row-wise)
+# ---------------------------------------------------------------------------
+
+def softmax_forward(z):
+    """Row-wise softmax, stable (row max subtracted). z: (N, C) -> (N, C)."""
+    z = _float(z, "z")
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def softmax_backward(gy, y):
+    """VJP of softmax given its output y: ``gz = y * (gy - sum(gy*y, 1))``.
+
+    gy, y: (N, C) -> gz (N, C) in y's dtype.
+    """
+    y = _float(y, "y")
+    gy = _like(gy, y.dtype)
+    return y * (gy - (gy * y).sum(axis=1, keepdims=True))
+
+
+def log_softmax_forward(z):
+    """Row-wise log-softmax, stable. z: (N, C) -> (N, C)."""
+    z = _float(z, "z")
+    s = z - z.max(axis=1, keepdims=True)
+    return s - np.log(np.exp(s).sum(axis=1, keepdims=True))
+
+
+def log_softmax_backward(gy, y):
+    """VJP of log-softmax given its output y: ``gz = gy - exp(y) * sum(gy, 1)``.
+
+    gy, y: (N, C) -> gz (N, C) in y's dtype.
+    """
+    y = _float(y, "y")
+    gy = _like(gy, y.dtype)
+    return gy - np.exp(y) * gy.sum(axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------
+# Dispatch over layer kinds
+# ---------------------------------------------------------------------------
+
+def layer_forward(kind, x, params=None, slope=0.01):
+    """Forward pass of any layer kind. x: (N, I) -> y: (N, O).
+
+    ``params`` is used by "linear" only: a dict with "W" (I, O) and "b" (O,)
+    (missing or None for no bias).
+    """
+    if kind == "linear":
+        if not params or params.get("W") is None:
+            raise ValueError("params: 'linear' needs a dict with 'W' (and optionally 'b')")
+        return linear_forward(x, params["W"], params.get("b"))
+    if kind == "softmax":
+        return softmax_forward(x)
+    if kind == "log_softmax":
+        return log_softmax_forward(x)
+    return activation_forward(kind, x, slope)
+
+
+def layer_backward(kind, gy, x, params=None, slope=0.01):
+    """Backward pass of any layer kind at input x.
+
+    gy: (N, O), x: (N, I) -> (gx (N, I), grads) where grads is
+    ``{"W": dW, "b": db}`` for "linear" ("b" only when the layer has a
+    bias) and ``{}`` for every other kind.
+    """
+    if kind == "linear":
+        if not params or params.get("W") is None:
+            raise ValueError("params: 'linear' needs a dict with 'W' (and optionally 'b')")
+        has_bias = params.get("b") is not None
+        gx, dW, db = linear_backward(gy, x, params["W"], has_bias)
+        grads = {"W": dW}
+        if has_bias:
+            grads["b"] = db
+        return gx, grads
+    if kind == "softmax":
+        return softmax_backward(gy, softmax_forward(x)), {}
+    if kind == "log_softmax":
+        return log_softmax_backward(gy, log_softmax_forward(x)), {}
+    return activation_backward(kind, gy, x, slope), {}
+
+
+def sequential_forward(specs, x):
+    """Run a chain of layers.
+
+    specs: list of ``(kind, params_or_None, slope)``; x: (N, D).
+    Returns ``(y, caches)`` where ``caches[i]`` is the input of layer i.
+    """
+    caches = []
+    h = _float(x)
+    for kind, params, slope in specs:
+        caches.append(h)
+        h = layer_forward(kind, h, params, slope)
+    return h, caches
+
+
+def sequential_backward(specs, caches, gy):
+    """Back-propagate gy through the chain run by :func:`sequential_forward`.
+
+    Returns ``(gx, grads)`` where ``grads[i]`` is layer i's grads dict.
+    """
+    if len(caches) != len(specs):
+        raise ValueError(f"caches: expected {len(specs)} entries, got {len(caches)}")
+    grads = [None] * len(specs)
+    g = gy
+    for i in range(len(specs) - 1, -1, -1):
+        kind, params, slope = specs[i]
+        g, grads[i] = layer_backward(kind, g, caches[i], params, slope)
+    return g, grads
+
+
+# ---------------------------------------------------------------------------
+# Losses (averaged over the batch)
+# ---------------------------------------------------------------------------
+
+def softmax_cross_entropy(z, target):
+    """Softmax + cross-entropy on logits z: (N, C).
+
+    target: int labels (N,) or dense rows T (N, C).
+    loss = (1/N) sum_n [ lse(z_n) * sum_c T_nc - sum_c T_nc z_nc ]
+    grad = (softmax(z) * T.sum(1, keepdims) - T) / N, in z's dtype.
+    """
+    z = _float(z, "pred")
+    _check_2d(z, "pred")
+    N, C = z.shape
+    _batch(N)
+    T = _dense_target(target, N, C, z.dtype)
+    z64, T64 = z.astype(np.float64), T.astype(np.float64)
+    m = z64.max(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(z64 - m).sum(axis=1))
+    loss = float((lse * T64.sum(axis=1) - (T64 * z64).sum(axis=1)).sum() / N)
+    grad = (softmax_forward(z) * T.sum(axis=1, keepdims=True) - T) / z.dtype.type(N)
+    return loss, grad.astype(z.dtype, copy=False)
+
+
+def binary_cross_entropy(z, target):
+    """Binary cross-entropy on logits z: (N, C), target y in [0, 1].
+
+    target: (N, C), or (N,) when C == 1.
+    loss = (1/N) sum [softplus(z) - y*z]   (stable)
+    grad = (sigmoid(z) - y) / N, in z's dtype.
+    """
+    z = _float(z, "pred")
+    _check_2d(z, "pred")
+    N, C = z.shape
+    _batch(N)
+    y = np.asarray(target)
+    if y.ndim == 1 and C == 1 and y.shape[0] == N:
+        y = y.reshape(N, 1)
+    if y.shape != (N, C):
+        raise ValueError(f"target: expected shape ({N}, {C})"
+                         + (f" or ({N},)" if C == 1 else "") + f", got {y.shape}")
+    y = _like(y, z.dtype)
+    z64, y64 = z.astype(np.float64), y.astype(np.float64)
+    loss = float((np.logaddexp(0.0, z64) - y64 * z64).sum() / N)
+    grad = (_sigmoid(z) - y) / z.dtype.type(N)
+    return loss, grad.astype(z.dtype, copy=False)
+
+
+def mse(yhat, y):
+    """Mean squared error: loss = (1/N) sum_n 1/2 ||yhat_n - y_n||^2.
+
+    yhat: (N, C); y: (N, C), or (N,) when C == 1.
+    grad = (yhat - y) / N, in yhat's dtype.
+    """
+    yhat = _float(yhat, "pred")
+    _check_2d(yhat, "pred")
+    N, C = yhat.shape
+    _batch(N)
+    y = np.asarray(y)
+    if y.ndim == 1 and C == 1 and y.shape[0] == N:
+        y = y.reshape(N, 1)
+    if y.shape != (N, C):
+        raise ValueError(f"target: expected shape ({N}, {C}), got {y.shape}")
+    y = _like(y, yhat.dtype)
+    d64 = yhat.astype(np.float64) - y.astype(np.float64)
+    loss = float(0.5 * (d64 * d64).sum() / N)
+    grad = (yhat - y) / yhat.dtype.type(N)
+    return loss, grad.astype(yhat.dtype, copy=False)
+
+
+def nll(logp, target):
+    """Negative log-likelihood on log-probabilities logp: (N, C).
+
+    target: int labels (N,) or dense rows T (N, C).
+    loss = -(1/N) sum T * logp  (entries with T == 0 contribute 0, even
+    where logp is -inf); grad = -T / N, in logp's dtype.
+    """
+    logp = _float(logp, "pred")
+    _check_2d(logp, "pred")
+    N, C = logp.shape
+    _batch(N)
+    T = _dense_target(target, N, C, logp.dtype)
+    T64, l64 = T.astype(np.float64), logp.astype(np.float64)
+    prod = np.multiply(T64, l64, out=np.zeros_like(T64), where=T64 != 0)
+    loss = float(-prod.sum() / N)
+    grad = -T / logp.dtype.type(N)
+    return loss, grad.astype(logp.dtype, copy=False)
+
+
+def accuracy(pred, target):
+    """Fraction of rows predicted correctly (a Python float in [0, 1]).
+
+    C > 1: argmax of pred rows vs the labels (N,) or argmax of dense rows.
+    C == 1: pred > 0 (a logit) vs target > 0.5; target (N,) or (N, 1).
+    """
+    pred = _float(pred, "pred")
+    _check_2d(pred, "pred")
+    N, C = pred.shape
+    _batch(N)
+    t = np.asarray(target)
+    if C == 1:
+        t = t.reshape(-1)
+        if t.shape[0] != N:
+            raise ValueError(f"target: expected shape ({N},) or ({N}, 1), got {np.shape(target)}")
+        correct = (pred[:, 0] > 0) == (t > 0.5)
+    else:
+        if t.ndim == 1:
+            if t.shape[0] != N:
+                raise ValueError(f"target: expected labels ({N},), got {t.shape}")
+            labels = t.astype(np.int64)
+        else:
+            if t.shape != (N, C):
+                raise ValueError(f"target: expected ({N},) or ({N}, {C}), got {t.shape}")
+            labels = t.argmax(axis=1)
+        correct = pred.argmax(axis=1) == labels
+    return float(np.count_nonzero(correct)) / N
+
+
+# ---------------------------------------------------------------------------
+# SGD
+# ---------------------------------------------------------------------------
+
+def sgd_step(param, grad, velocity, lr, momentum=0.0, nesterov=False,
+             weight_decay=0.0):
+    """One SGD update (torch.optim.SGD rules, dampening 0).
+
+        g = grad + weight_decay * param
+        if momentum:  v = momentum * v + g;  g = g + momentum * v if nesterov else v
+        param = param - lr * g
+
+    param, grad, velocity: same shape (velocity may be None, meaning zeros).
+    Returns ``(new_param, new_velocity)`` in param's dtype; the inputs are
+    not modified. With momentum == 0 the velocity is returned unchanged (a
+    copy, or None if None was given).
+    """
+    p = _float(param, "param")
+    dt = p.dtype.type
+    g = _like(grad, p.dtype)
+    if g.shape != p.shape:
+        raise ValueError(f"grad: expected shape {p.shape}, got {g.shape}")
+    if weight_decay:
+        g = g + dt(weight_decay) * p
+    if momentum:
+        v = np.zeros_like(p) if velocity is None else _like(velocity, p.dtype)
+        if v.shape != p.shape:
+            raise ValueError(f"velocity: expected shape {p.shape}, got {v.shape}")
+        v = dt(momentum) * v + g
+        g = g + dt(momentum) * v if nesterov else v
+        new_v = v.copy()
+    else:
+        new_v = None if velocity is None else np.array(velocity, dtype=p.dtype)
+    return p - dt(lr) * g, new_v
