@@ -5,9 +5,13 @@ backward pass (the vector-Jacobian product); ``Sequential`` chains them and
 runs each direction in one C call; losses and ``SGD`` train them. NumPy
 arrays go in and out without copies; matrix products go through OpenBLAS.
 """
+from ._loader import locate_core as _locate_core
 from ._loader import preload_openblas as _preload
 
 _preload()
+if not _locate_core(__path__, __file__):
+    raise ImportError("nnlayers' C extension (nnlayers._core) is not built: "
+                      "install the package with `pip install .`")
 
 from . import _core  # noqa: E402
 from ._core import ConcurrentUseError, NNLayersError, NonFiniteLossError  # noqa: E402

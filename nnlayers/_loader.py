@@ -20,3 +20,27 @@ def preload_openblas():
         return ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     except OSError:
         return None
+
+
+def locate_core(package_path, package_file):
+    """Make ``nnlayers._core`` importable when Python found this package in
+    a source checkout (the repository root on sys.path, e.g. running
+    ``python -m nnlayers`` or ``python -c "import nnlayers"`` from a clone
+    after ``pip install .``): the compiled extension then lives in the
+    installed copy, whose folder is appended to the package's ``__path__``.
+    Returns True when an extension was found."""
+    import glob
+    import sys
+
+    here = os.path.dirname(os.path.abspath(package_file))
+    if glob.glob(os.path.join(here, "_core.*")):
+        return True
+    for entry in sys.path:
+        candidate = os.path.join(os.path.abspath(entry or os.getcwd()), "nnlayers")
+        if os.path.abspath(candidate) == here:
+            continue
+        if glob.glob(os.path.join(candidate, "_core.*.so")) or glob.glob(
+                os.path.join(candidate, "_core.*.pyd")):
+            package_path.append(candidate)
+            return True
+    return False
