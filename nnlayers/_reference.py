@@ -165,7 +165,7 @@ def activation_forward(kind, z, slope=0.01):
     if kind == "identity":
         return z.copy()
     if kind == "relu":
-        return np.where(z > 0, z, dt(0)).astype(z.dtype, copy=False)
+        return np.maximum(z, dt(0))  # NaN propagates, -inf -> 0
     if kind == "leaky_relu":
         return np.where(z > 0, z, dt(slope) * z).astype(z.dtype, copy=False)
     if kind == "sigmoid":
@@ -175,7 +175,7 @@ def activation_forward(kind, z, slope=0.01):
     if kind == "softplus":
         return np.logaddexp(dt(0), z)
     if kind == "step":
-        return (z > 0).astype(z.dtype)
+        return np.where(np.isnan(z), z, (z > 0).astype(z.dtype))  # NaN propagates
     if kind == "cos":
         return np.cos(z)
     raise TypeError(f"kind: unknown activation {kind!r}; expected one of {ACTIVATIONS}")
@@ -216,6 +216,10 @@ def activation_backward(kind, gy, z, slope=0.01):
     gy = _like(gy, z.dtype)
     if gy.shape != z.shape:
         raise ValueError(f"gy: expected shape {z.shape}, got {gy.shape}")
+    if kind == "relu":  # a select, as torch's threshold_backward: 0 where z <= 0
+        return np.where(z > 0, gy, z.dtype.type(0))
+    if kind == "step":  # derivative 0 everywhere, whatever gy holds
+        return np.zeros_like(z)
     return gy * activation_derivative(kind, z, slope)
 
 

@@ -3,7 +3,7 @@
  * dz = da * f'(z). Backward receives both z (inp) and a (out) and uses
  * whichever is cheaper:
  *   identity  f = z                     f' = 1
- *   relu      f = max(z, 0)             f' = [z > 0]
+ *   relu      f = max(z, 0)             f' = [z > 0]  (dz = z > 0 ? da : 0)
  *   leaky     f = z > 0 ? z : slope z   f' = z > 0 ? 1 : slope
  *   sigmoid   f = 1 / (1 + e^-z)        f' = a (1 - a)
  *   tanh      f = tanh z                f' = 1 - a^2
@@ -36,10 +36,12 @@ static inline real FN(softplus_value)(real z)
  * below through ACT_MAP. */
 #define ACT_MAP(out, inp, n, expr)                                         \
     do {                                                                   \
+        real *restrict o_ = (out);                                         \
+        const real *restrict z_ = (inp);                                   \
         size_t i_;                                                         \
         for (i_ = 0; i_ < (n); i_++) {                                     \
-            real z = (inp)[i_];                                            \
-            (out)[i_] = (expr);                                            \
+            real z = z_[i_];                                               \
+            o_[i_] = (expr);                                               \
         }                                                                  \
     } while (0)
 
@@ -64,15 +66,32 @@ void FN(nn_act_forward)(nn_kind kind, double slope, real *out,
 }
 
 /* dz = dout * f'(z), written as a loop over (dz, dout, z, a) */
+/* (dinp may not alias the others: the network uses separate buffers) */
 #define ACT_VJP(dinp, dout, inp, out, n, deriv)                            \
     do {                                                                   \
+        real *restrict dz_ = (dinp);                                       \
+        const real *restrict da_ = (dout);                                 \
+        const real *restrict z_ = (inp);                                   \
+        const real *restrict a_ = (out);                                   \
+        size_t i_;                                                         \
+        (void)z_;                                                          \
+        (void)a_;                                                          \
+        for (i_ = 0; i_ < (n); i_++)                                       \
+            dz_[i_] = da_[i_] * (deriv);                                   \
+    } while (0)
+
+/* ReLU's VJP as a select, dz = z > 0 ? da : 0 (like torch's
+ * threshold_backward): no multiply, so it vectorises and a NaN or Inf in da
+ * does not leak through where z <= 0. */
+#define ACT_SELECT(dinp, dout, inp, n)                                     \
+    do {                                                                   \
+        real *restrict dz_ = (dinp);                                       \
+        const real *restrict da_ = (dout);                                 \
+        const real *restrict z_ = (inp);                                   \
         size_t i_;                                                         \
         for (i_ = 0; i_ < (n); i_++) {                                     \
-            real z = (inp)[i_];                                            \
-            real a = (out)[i_];                                            \
-            (void)z;                                                       \
-            (void)a;                                                       \
-            (dinp)[i_] = (dout)[i_] * (deriv);                             \
+            real g_ = da_[i_];  /* loaded unconditionally: a blend */      \
+            dz_[i_] = z_[i_] > 0 ? g_ : (real)0;                           \
         }                                                                  \
     } while (0)
 
@@ -83,20 +102,20 @@ void FN(nn_act_backward)(nn_kind kind, double slope, real *dinp,
     real s = (real)slope;
     size_t i;
     switch (kind) {
-    case NN_RELU: ACT_VJP(dinp, dout, inp, out, n, (real)(z > 0)); break;
+    case NN_RELU: ACT_SELECT(dinp, dout, inp, n); break;
     case NN_LEAKY_RELU:
-        ACT_VJP(dinp, dout, inp, out, n, z > 0 ? (real)1 : s);
+        ACT_VJP(dinp, dout, inp, out, n, z_[i_] > 0 ? (real)1 : s);
         break;
-    case NN_SIGMOID: ACT_VJP(dinp, dout, inp, out, n, a * (1 - a)); break;
-    case NN_TANH: ACT_VJP(dinp, dout, inp, out, n, 1 - a * a); break;
+    case NN_SIGMOID: ACT_VJP(dinp, dout, inp, out, n, a_[i_] * (1 - a_[i_])); break;
+    case NN_TANH: ACT_VJP(dinp, dout, inp, out, n, 1 - a_[i_] * a_[i_]); break;
     case NN_SOFTPLUS:
-        ACT_VJP(dinp, dout, inp, out, n, FN(sigmoid_value)(z));
+        ACT_VJP(dinp, dout, inp, out, n, FN(sigmoid_value)(z_[i_]));
         break;
     case NN_STEP:
         for (i = 0; i < n; i++)
             dinp[i] = 0;
         break;
-    case NN_COS: ACT_VJP(dinp, dout, inp, out, n, -R_SIN(z)); break;
+    case NN_COS: ACT_VJP(dinp, dout, inp, out, n, -R_SIN(z_[i_])); break;
     case NN_IDENTITY:
     default:
         if (dinp != dout)

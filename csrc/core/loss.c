@@ -23,43 +23,71 @@ static nn_status FN(check_labels)(const int64_t *labels, size_t N, size_t C)
     return NN_OK;
 }
 
+/* e (C) = exp(z - max z) for one row; returns sum e (double). One exp per
+ * value, in the working precision. */
+static double FN(row_shifted_exp)(real *restrict e, const real *restrict z,
+                                  size_t C, real *max_out)
+{
+    size_t c;
+    double s = 0;
+    real m = FN(row_max)(z, C);
+    for (c = 0; c < C; c++) {
+        e[c] = R_EXP(z[c] - m);
+        s += e[c];
+    }
+    *max_out = m;
+    return s;
+}
+
 nn_status FN(nn_softmax_xent)(double *loss, real *dpred, const real *pred,
                               const int64_t *labels, const real *T, size_t N,
                               size_t C)
 {
     size_t n, c;
     double total = 0, invN = 1.0 / (double)N;
+    real scratch[64];
     if (labels && FN(check_labels)(labels, N, C) != NN_OK)
         return NN_ERR_LABEL;
     if (!labels && !T)
         return NN_ERR_ARG;
     for (n = 0; n < N; n++) {
         const real *z = pred + n * C;
-        double lse = FN(row_logsumexp)(z, C);
+        real *e = dpred ? dpred + n * C : NULL;
+        real m;
+        double s, lse, tsum = 1;
+        if (e) {
+            s = FN(row_shifted_exp)(e, z, C, &m);
+        } else if (C <= 64) {
+            s = FN(row_shifted_exp)(scratch, z, C, &m);
+        } else {
+            m = FN(row_max)(z, C);
+            s = exp(FN(row_logsumexp)(z, C) - (double)m);
+        }
+        lse = (double)m + log(s);
+        if (m == INFINITY || m == -INFINITY)
+            lse = m;   /* keep IEEE behaviour for infinite rows */
         if (labels) {
-            size_t y = (size_t)labels[n];
-            total += lse - (double)z[y];
-            if (dpred) {
-                real *g = dpred + n * C;
-                for (c = 0; c < C; c++)
-                    g[c] = (real)(exp((double)z[c] - lse) * invN);
-                g[y] -= (real)invN;
-            }
+            total += lse - (double)z[labels[n]];
         } else {
             const real *t = T + n * C;
-            double tsum = 0;
+            tsum = 0;
             for (c = 0; c < C; c++) {
                 tsum += t[c];
                 if (t[c] != 0)
                     total -= (double)t[c] * (double)z[c];
             }
             total += lse * tsum;
-            if (dpred) {
-                real *g = dpred + n * C;
+        }
+        if (e) {
+            /* g = (softmax(z) * sum(t) - t) / N, softmax = e / s */
+            real scale = (real)(tsum * invN / s);
+            for (c = 0; c < C; c++)
+                e[c] *= scale;
+            if (labels)
+                e[labels[n]] -= (real)invN;
+            else
                 for (c = 0; c < C; c++)
-                    g[c] = (real)((exp((double)z[c] - lse) * tsum -
-                                   (double)t[c]) * invN);
-            }
+                    e[c] -= (real)((double)T[n * C + c] * invN);
         }
     }
     *loss = total * invN;

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Run the test suite against an AddressSanitizer build of nnlayers' C code.
+#
+#   bash tools/asan.sh [pytest args...]
+#
+# Builds the extension with -fsanitize=address (through NNLAYERS_EXTRA_CFLAGS)
+# into a throwaway virtual environment ($ASAN_VENV, default
+# /tmp/nnlayers-asan-venv), preloads libasan into Python, and runs pytest
+# from outside the checkout so the instrumented copy is the one imported.
+# Heap errors (overflows, use-after-free, double free) abort the run with a
+# report; the last line says whether it ran clean. Leak checking is off
+# (CPython's own allocations at exit drown it); the memory tests in
+# tests/test_memory.py watch RSS and reference counts instead.
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+VENV="${ASAN_VENV:-/tmp/nnlayers-asan-venv}"
+
+python3 -m venv --clear "$VENV"
+. "$VENV/bin/activate"
+pip install -q "$REPO[test]"          # dependencies (and a normal build)
+pip install -q setuptools wheel numpy "scipy-openblas32==0.3.34.481.3"
+NNLAYERS_EXTRA_CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g -O1" \
+    pip install -q --no-deps --force-reinstall --no-build-isolation "$REPO"
+
+LIBASAN="$(gcc -print-file-name=libasan.so)"
+cd "$(mktemp -d)"
+set +e
+LD_PRELOAD="$LIBASAN" \
+ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:allocator_may_return_null=1" \
+PYTHONMALLOC=malloc \
+    python -m pytest "$REPO/tests" -q -p no:cacheprovider "$@"
+status=$?
+set -e
+if [ $status -eq 0 ]; then
+    echo "asan: clean (tests passed under AddressSanitizer)"
+else
+    echo "asan: FAILED (exit $status)"
+fi
+exit $status
