@@ -12,7 +12,7 @@ import numpy as np
 __all__ = ["make_spirals", "make_xor", "train_test_split"]
 
 
-def make_spirals(n_samples=600, n_classes=2, noise=0.1, turns=1.5, seed=None,
+def make_spirals(n_samples=600, n_classes=2, noise=0.05, turns=1.5, seed=None,
                  dtype=np.float32):
     """Interleaved spirals in the plane, one arm per class.
 

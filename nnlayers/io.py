@@ -44,6 +44,36 @@ def _expected_shapes(cls_name, cfg):
     return shapes
 
 
+_MAX_JSON_BYTES = 4 << 20
+
+
+def _peek(npz, key):
+    """(shape, dtype) of an entry, from its .npy header only."""
+    name = key if key.endswith(".npy") else key + ".npy"
+    with npz.zip.open(name) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dt = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dt = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    if dt.hasobject:
+        raise ValueError(f"entry {key!r} holds Python objects")
+    need = int(np.prod(shape, dtype=object)) * dt.itemsize
+    if need > npz.zip.getinfo(name).file_size:
+        raise ValueError(f"entry {key!r} claims {need} bytes but holds fewer (truncated?)")
+    return tuple(shape), dt
+
+
+def _read(npz, key, path):
+    try:
+        a = npz[key]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise _bad(path, f"entry {key!r} is unreadable ({e})") from None
+    return a
+
+
 def load(path):
     """Read a model written by ``Sequential.save``. Raises FileNotFoundError
     for a missing file and ValueError for anything truncated, corrupted,
@@ -60,14 +90,15 @@ def load(path):
         raise _bad(path, "it holds a single array, not an .npz archive")
     with npz:
         try:
-            arrays = {k: npz[k] for k in npz.files}
+            headers = {k: _peek(npz, k) for k in npz.files}
         except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
-            raise _bad(path, f"an entry is unreadable or holds Python objects ({e})") from None
-        if "__architecture__" not in arrays:
+            raise _bad(path, f"an entry is unreadable ({e})") from None
+        if "__architecture__" not in headers:
             raise _bad(path, "no __architecture__ entry")
-        raw = arrays.pop("__architecture__")
-        if raw.dtype.kind != "U" or raw.ndim != 0:
+        shape, dt = headers.pop("__architecture__")
+        if dt.kind != "U" or shape != () or dt.itemsize > _MAX_JSON_BYTES:
             raise _bad(path, "__architecture__ is not a JSON string")
+        raw = _read(npz, "__architecture__", path)
         try:
             arch = json.loads(str(raw))
         except ValueError as e:
@@ -92,15 +123,17 @@ def load(path):
                 raise _bad(path, f"layer {i} has no valid in/out features")
             for name, shape in shapes.items():
                 expected[f"{i}.{name}"] = shape
-        if set(expected) != set(arrays):
-            raise _bad(path, f"parameters {sorted(arrays)} do not match the "
+        if set(expected) != set(headers):
+            raise _bad(path, f"parameters {sorted(headers)} do not match the "
                              f"architecture's {sorted(expected)}")
+        # shapes and dtypes from the .npy headers, before reading any data
         for name, shape in expected.items():
-            a = arrays[name]
-            if a.shape != shape:
-                raise _bad(path, f"{name} has shape {a.shape}, the architecture says {shape}")
-            if a.dtype != np.dtype(dtype):
-                raise _bad(path, f"{name} has dtype {a.dtype}, the architecture says {dtype}")
+            a_shape, a_dtype = headers[name]
+            if a_shape != shape:
+                raise _bad(path, f"{name} has shape {a_shape}, the architecture says {shape}")
+            if a_dtype != np.dtype(dtype):
+                raise _bad(path, f"{name} has dtype {a_dtype}, the architecture says {dtype}")
+        arrays = {name: _read(npz, name, path) for name in expected}
         layers = []
         for i, spec in enumerate(specs):
             try:

@@ -163,6 +163,8 @@ class Sequential(_core.Sequential):
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
         n = X.shape[0]
+        if n == 0 and epochs > 0:
+            raise ValueError("X has no rows: fit needs at least one sample")
         rng = np.random.default_rng(seed)
         history = History({"epochs": epochs, "batch_size": batch_size, "samples": n})
         for epoch in range(epochs):

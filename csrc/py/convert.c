@@ -187,6 +187,16 @@ static PyArrayObject *prepare_labels(PyArrayObject *y, size_t C)
             return NULL;
         v = (const double *)PyArray_DATA(f);
         for (i = 0; i < n; i++) {
+            if (isfinite(v[i]) && v[i] == floor(v[i]) &&
+                (v[i] < 0 || v[i] >= (double)C)) {
+                char buf[40];
+                PyOS_snprintf(buf, sizeof buf, "%.17g", v[i]);
+                PyErr_Format(PyExc_ValueError,
+                             "target labels must be in [0, %zu), got %s at "
+                             "index %zd", C, buf, i);
+                Py_DECREF(f);
+                return NULL;
+            }
             if (!isfinite(v[i]) || v[i] != floor(v[i])) {
                 char buf[40];
                 PyOS_snprintf(buf, sizeof buf, "%.17g", v[i]);

@@ -72,6 +72,12 @@ static PyObject *Loss_forward(LossObject *self, PyObject *args, PyObject *kw)
         goto exit;
     N = (size_t)PyArray_DIM(pred, 0);
     C = (size_t)PyArray_DIM(pred, 1);
+    if (N == 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "pred has no rows: a loss averages over the batch, "
+                        "so it needs N >= 1");
+        goto exit;
+    }
     if (C == 0) {
         PyErr_SetString(PyExc_ValueError,
                         "pred must have at least one column (N, C >= 1)");

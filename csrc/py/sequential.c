@@ -363,8 +363,17 @@ static int check_optimizer(SequentialObject *self, nn_module_state *st,
                         "it with nnlayers.SGD(model, lr=...)");
         return -1;
     }
+    if (nn_claim(st, &opt->busy, "the optimizer") < 0)
+        return -1;
     nn_sgd_refresh(opt);
     return 0;
+}
+
+/* Release the optimizer claimed by check_optimizer */
+static void release_optimizer(nn_module_state *st, PyObject *opt_o)
+{
+    if (PyObject_TypeCheck(opt_o, st->SGDType))
+        nn_release(&((SGDObject *)opt_o)->busy);
 }
 
 static PyObject *Sequential_train_step(SequentialObject *self,
@@ -384,8 +393,10 @@ static PyObject *Sequential_train_step(SequentialObject *self,
         return NULL;
     if (!st || claim_model(st, self) < 0)
         return NULL;
-    if (check_optimizer(self, st, opt_o, loss_o) < 0)
-        goto exit;
+    if (check_optimizer(self, st, opt_o, loss_o) < 0) {
+        nn_release(&self->busy);
+        return NULL;
+    }
     loss = (LossObject *)loss_o;
     opt = (SGDObject *)opt_o;
     xa = nn_as_input(x, self->dtype, "x", 2);
@@ -429,6 +440,7 @@ exit:
     Py_XDECREF(xa);
     Py_XDECREF(labels);
     Py_XDECREF(dense);
+    release_optimizer(st, opt_o);
     nn_release(&self->busy);
     return result;
 }
@@ -505,8 +517,10 @@ static PyObject *Sequential_fit_epoch(SequentialObject *self, PyObject *args,
         return NULL;
     if (!st || claim_model(st, self) < 0)
         return NULL;
-    if (check_optimizer(self, st, opt_o, loss_o) < 0)
-        goto exit;
+    if (check_optimizer(self, st, opt_o, loss_o) < 0) {
+        nn_release(&self->busy);
+        return NULL;
+    }
     if (batch <= 0) {
         PyErr_Format(PyExc_ValueError,
                      "batch_size must be a positive int, got %zd", batch);
@@ -562,9 +576,9 @@ static PyObject *Sequential_fit_epoch(SequentialObject *self, PyObject *args,
     PyEval_RestoreThread(ctx.ts);
     if (s == NN_ERR_NONFINITE) {
         PyErr_Format(st->NonFiniteError,
-                     "the loss became non-finite at batch %zu; training "
-                     "stopped before that batch's update",
-                     res.failed_batch);
+                     "the loss became non-finite at batch %zu (counting "
+                     "from 1); training stopped before that batch's update",
+                     res.failed_batch + 1);
         goto exit;
     }
     if (s == NN_ERR_INTERRUPTED && ctx.failed)
@@ -581,6 +595,7 @@ exit:
     Py_XDECREF(labels);
     Py_XDECREF(dense);
     Py_XDECREF(order);
+    release_optimizer(st, opt_o);
     nn_release(&self->busy);
     return result;
 }

@@ -99,6 +99,11 @@ static int SGD_init(SGDObject *self, PyObject *args, PyObject *kw)
     if (!PyArg_ParseTupleAndKeywords(args, kw, "Od|dpd:SGD", kwlist, &params,
                                      &lr, &momentum, &nesterov, &wd))
         return -1;
+    if (self->busy) {
+        PyErr_SetString(st->BusyError, "this optimizer is in use by another "
+                        "thread; it cannot be re-initialised now");
+        return -1;
+    }
     if (check_hyper("lr", lr, 1) < 0 || check_hyper("momentum", momentum, 0) < 0 ||
         check_hyper("weight_decay", wd, 0) < 0)
         return -1;
