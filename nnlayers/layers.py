@@ -19,7 +19,9 @@ class ParamDict:
 
     Reading gives a writable view (``d["W"][...] = 0`` changes the layer).
     Assigning copies into the existing memory when the shape matches and
-    raises ``ValueError`` otherwise: the layer's memory never moves.
+    raises ``ValueError`` otherwise. The memory moves once at most: when the
+    layer joins a Sequential, into the model's parameter block (views taken
+    before that keep the old values; take new ones).
     """
 
     __slots__ = ("_views", "_owner", "_what")

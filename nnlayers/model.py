@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from . import _core
-from .layers import Layer
+from .layers import Layer, ParamDict
 from .losses import Loss, loss_from_name
 from .optim import SGD
 
@@ -54,6 +54,19 @@ def _accuracy(pred, y):
     return float(np.mean(guess == truth))
 
 
+def _check_widths(layers):
+    """Refuse chains whose Linear widths cannot meet (activations keep the
+    width), at construction rather than at the first forward."""
+    last = None
+    for i, layer in enumerate(layers):
+        if isinstance(layer, _core.Layer) and layer.kind == "linear":
+            if last is not None and layer.in_features != last[1]:
+                raise ValueError(
+                    f"layer {i} ({layer!r}) expects an input width of "
+                    f"{layer.in_features}, but layer {last[0]} outputs {last[1]}")
+            last = (i, layer.out_features)
+
+
 class Sequential(_core.Sequential):
     """A chain of layers: ``Sequential(Linear(2, 2), ReLU(), Linear(2, 1))``.
 
@@ -71,6 +84,7 @@ class Sequential(_core.Sequential):
     def __init__(self, *layers):
         if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
             layers = tuple(layers[0])
+        _check_widths(layers)
         super().__init__(*layers)
 
     # ---- container ----
@@ -82,14 +96,15 @@ class Sequential(_core.Sequential):
 
     def parameters(self):
         """Parameters by name ("0.W", "0.b", "2.W", ...): views into the
-        model's parameter block."""
-        return {f"{i}.{k}": v for i, layer in enumerate(self.layers)
-                for k, v in layer.params.items()}
+        model's parameter block. Assigning an array of the same shape copies
+        it into the model (``model.parameters()["0.W"] = W``)."""
+        return ParamDict({f"{i}.{k}": v for i, layer in enumerate(self.layers)
+                          for k, v in layer.params.items()}, self, "parameters")
 
     def gradients(self):
         """Gradients by the same names as ``parameters()``."""
-        return {f"{i}.{k}": v for i, layer in enumerate(self.layers)
-                for k, v in layer.grads.items()}
+        return ParamDict({f"{i}.{k}": v for i, layer in enumerate(self.layers)
+                          for k, v in layer.grads.items()}, self, "gradients")
 
     @property
     def params(self):

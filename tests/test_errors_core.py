@@ -93,11 +93,14 @@ def test_model_wrong_width_names_the_layer(width, rng):
 
 
 def test_model_inner_width_mismatch_names_the_layer(rng):
-    model = nl.Sequential(nl.Linear(5, 4, dtype=np.float64, seed=1), nl.ReLU(),
-                          nl.Linear(3, 2, dtype=np.float64, seed=2))
-    msg = r"layer 2 \(Linear\(in_features=3.*width of 3.*receives 4"
+    # refused when the model is built, naming both layers and both widths
+    first = nl.Linear(5, 4, dtype=np.float64, seed=1)
+    msg = r"layer 2 \(Linear\(in_features=3.*width of 3.*layer 0 outputs 4"
     with pytest.raises(ValueError, match=msg):
-        model.forward(rng.standard_normal((N, 5)))
+        nl.Sequential(first, nl.ReLU(), nl.Linear(3, 2, dtype=np.float64, seed=2))
+    # the layers were not taken: they can still form a correct model
+    model = nl.Sequential(first, nl.ReLU(), nl.Linear(4, 2, dtype=np.float64, seed=2))
+    assert model.forward(rng.standard_normal((N, 5))).shape == (N, 2)
 
 
 @pytest.mark.parametrize("name,how", [("linear", "forward"), ("model", "forward"),

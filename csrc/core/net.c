@@ -39,22 +39,17 @@ void nn_net_free(nn_net *net)
     memset(net, 0, sizeof *net);
 }
 
-nn_status nn_net_resolve(nn_net *net, size_t D, size_t *bad_layer)
+/* Widths for input width D into net->width; 0 or the failing layer + 1 */
+static size_t fill_widths(nn_net *net, size_t D)
 {
     size_t i, w = D, maxw = D;
-    if (net->width[0] == D && net->max_width)
-        return NN_OK;   /* resolved for this width already */
     net->width[0] = D;
     net->act_off[0] = 0;
     for (i = 0; i < net->n_layers; i++) {
         const nn_layer *L = net->layers[i];
         if (L->kind == NN_LINEAR) {
-            if (L->in != w) {
-                if (bad_layer)
-                    *bad_layer = i;
-                net->max_width = 0;   /* force a new resolve next time */
-                return NN_ERR_SHAPE;
-            }
+            if (L->in != w)
+                return i + 1;
             w = L->out;
         }
         net->width[i + 1] = w;
@@ -63,7 +58,25 @@ nn_status nn_net_resolve(nn_net *net, size_t D, size_t *bad_layer)
             maxw = w;
     }
     net->max_width = maxw;
-    return NN_OK;
+    return 0;
+}
+
+nn_status nn_net_resolve(nn_net *net, size_t D, size_t *bad_layer)
+{
+    size_t old_D = net->width[0], had = net->max_width, bad;
+    if (net->width[0] == D && net->max_width)
+        return NN_OK;   /* resolved for this width already */
+    bad = fill_widths(net, D);
+    if (bad == 0)
+        return NN_OK;
+    if (bad_layer)
+        *bad_layer = bad - 1;
+    /* leave the widths of the last good forward in place: a pending
+     * backward still needs them */
+    net->max_width = 0;
+    if (had && fill_widths(net, old_D) != 0)
+        net->max_width = 0;
+    return NN_ERR_SHAPE;
 }
 
 /* Grow *buf to hold `values` values of `esize` bytes; *cap in values. */

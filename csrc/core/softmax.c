@@ -71,9 +71,11 @@ void FN(nn_log_softmax_forward)(real *out, const real *inp, size_t N,
     for (n = 0; n < N; n++) {
         const real *z = inp + n * C;
         real *a = out + n * C;
-        real lse = (real)FN(row_logsumexp)(z, C);
+        double lse = FN(row_logsumexp)(z, C);
+        /* in double: z - lse cancels, and lse rounded to real would carry
+         * an error of ulp(z) into every log-probability */
         for (c = 0; c < C; c++)
-            a[c] = z[c] - lse;
+            a[c] = (real)((double)z[c] - lse);
     }
 }
 

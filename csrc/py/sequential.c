@@ -210,8 +210,10 @@ static int resolve(SequentialObject *self, size_t D, const char *name)
     size_t bad = 0;
     nn_status s = nn_net_resolve(&self->net, D, &bad);
     if (s == NN_ERR_SHAPE) {
-        size_t w = bad == 0 ? D : self->net.width[bad];
-        /* width[bad] is valid: resolve filled widths up to the bad layer */
+        size_t w = D, i;
+        for (i = 0; i < bad; i++)   /* the width layer `bad` receives */
+            if (LAYER(self, i)->L.kind == NN_LINEAR)
+                w = LAYER(self, i)->L.out;
         PyErr_Format(PyExc_ValueError,
                      "%s has %zu columns, but layer %zu (%R) expects an "
                      "input width of %zu (it receives %zu)", name, D, bad,
