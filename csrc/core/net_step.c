@@ -111,17 +111,31 @@ nn_status FN(nn_net_forward_impl)(nn_net *net, const real *inp, size_t N)
  * opt: when not NULL, each layer's SGD update runs right after its
  * gradient is complete (its W is not needed by the layers below).
  */
+/* Without an input gradient, back-propagation can stop at the lowest
+ * trainable Linear layer: nothing below it needs a gradient. */
+static size_t FN(lowest_needed_layer)(const nn_net *net, const real *dinp)
+{
+    size_t i;
+    if (dinp)
+        return 0;
+    for (i = 0; i < net->n_layers; i++)
+        if (net->layers[i]->kind == NN_LINEAR && net->layers[i]->trainable)
+            return i;
+    return net->n_layers;   /* nothing to train: no backward at all */
+}
+
 nn_status FN(nn_net_backward_impl)(nn_net *net, real *dinp, const real *dout,
                                    int accumulate, const nn_sgd *opt)
 {
     size_t i = net->n_layers, N = net->batch;
+    size_t lowest = FN(lowest_needed_layer)(net, dinp);
     const real *g = dout;
     nn_status st;
-    while (i-- > 0) {
+    while (i-- > lowest) {
         nn_layer *L = net->layers[i];
         const real *x = FN(net_inp)(net, i);
         const real *a = FN(net_act)(net, i);
-        real *gin = i == 0 ? dinp : (real *)net->grad[i & 1];
+        real *gin = i == lowest ? dinp : (real *)net->grad[i & 1];
         size_t w_in = net->width[i], w_out = net->width[i + 1];
         if (L->kind == NN_LINEAR) {
             int grads = L->trainable;
