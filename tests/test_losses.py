@@ -478,3 +478,29 @@ def test_mse_one_column_accepts_flat_target(rng):
     assert v == pytest.approx(0.5 * np.sum((yhat[:, 0] - y) ** 2) / 6, rel=1e-12)
     np.testing.assert_allclose(loss.backward()[:, 0], (yhat[:, 0] - y) / 6, rtol=1e-12)
     assert nl.gradcheck(nl.MSE(), yhat, target=y).max_rel_error <= 1e-6
+
+
+def test_softmax_xent_float32_exp_is_accurate():
+    # float32 softmax cross-entropy uses its own vectorised exp for the
+    # shifted logits (csrc/core/loss.c); check it against float64 maths:
+    # rows [x, 0] give p0 = e^x / (1 + e^x) for x across [-60, 0].
+    x = np.linspace(-60, 0, 50001).astype(np.float32)
+    z = np.stack([x, np.zeros_like(x)], axis=1)
+    loss = nl.SoftmaxCrossEntropy()
+    loss.forward(z, np.ones(len(x), dtype=np.int64))
+    p0 = loss.backward()[:, 0].astype(np.float64) * len(x)
+    e = np.exp(x.astype(np.float64))
+    truth = e / (1 + e)
+    rel = np.abs(p0 - truth) / truth
+    assert rel.max() < 4 * np.finfo(np.float32).eps
+
+
+def test_softmax_xent_float32_nan_and_inf_logits():
+    loss = nl.SoftmaxCrossEntropy()
+    z = np.array([[0.0, np.nan, 1.0], [0.0, -np.inf, 1.0]], dtype=np.float32)
+    value = loss.forward(z, np.array([0, 0]))
+    g = loss.backward()
+    assert np.isnan(value)
+    assert np.isnan(g[0]).all()
+    # a -inf logit has probability exactly 0; the row stays finite
+    assert g[1, 1] == 0.0 and np.isfinite(g[1]).all()

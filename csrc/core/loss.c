@@ -23,6 +23,49 @@ static nn_status FN(check_labels)(const int64_t *labels, size_t N, size_t C)
     return NN_OK;
 }
 
+#ifdef NN_REAL_IS_FLOAT
+#ifndef NN_EXP_NONPOSITIVE_DEFINED
+#define NN_EXP_NONPOSITIVE_DEFINED
+/*
+ * v[i] = exp(v[i]) in place, for v[i] <= 0 (or NaN): the shifted logits of
+ * a softmax. Written as straight-line selects so the loop vectorises,
+ * unlike libm's expf:
+ *   v = k ln2 + r, k = round(v / ln2), |r| <= ln2 / 2 (ln2 split in a
+ *   short high part and a low part, so k * ln2_hi is exact)
+ *   e^r by its Taylor series to r^7 (truncation < 6e-8 relative)
+ *   e^v = 2^k e^r, 2^k built from its exponent bits
+ * Below -87 the result (< FLT_MIN) is flushed to 0; NaN stays NaN.
+ * Checked against expf over [-87, 0] in tests/test_losses.py.
+ */
+static void nn_exp_nonpositive_f32(float *v, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float x = v[i];
+        float xc = x > -87.0f ? x : -87.0f;   /* NaN -> -87: safe below */
+        float k = (xc * 1.44269504f + 12582912.0f) - 12582912.0f;
+        float r = (xc - k * 0.693359375f) - k * -2.12194440e-4f;
+        float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.66666672e-1f +
+                  r * (4.16666679e-2f + r * (8.33333377e-3f +
+                  r * (1.38888892e-3f + r * 1.98412701e-4f))))));
+        int32_t bits = ((int32_t)k + 127) * (1 << 23);
+        float scale, res;
+        memcpy(&scale, &bits, sizeof scale);
+        res = x > -87.0f ? p * scale : 0.0f;
+        v[i] = x != x ? x : res;
+    }
+}
+#endif
+#define ROW_EXP(e, C) nn_exp_nonpositive_f32((e), (C))
+#else
+#define ROW_EXP(e, C)                                                      \
+    do {                                                                   \
+        size_t c_;                                                         \
+        for (c_ = 0; c_ < (C); c_++)                                       \
+            (e)[c_] = R_EXP((e)[c_]);                                      \
+    } while (0)
+#endif
+
 /* e (C) = exp(z - max z) for one row; returns sum e (double). One exp per
  * value, in the working precision. */
 static double FN(row_shifted_exp)(real *restrict e, const real *restrict z,
@@ -31,10 +74,11 @@ static double FN(row_shifted_exp)(real *restrict e, const real *restrict z,
     size_t c;
     double s = 0;
     real m = FN(row_max)(z, C);
-    for (c = 0; c < C; c++) {
-        e[c] = R_EXP(z[c] - m);
+    for (c = 0; c < C; c++)
+        e[c] = z[c] - m;
+    ROW_EXP(e, C);
+    for (c = 0; c < C; c++)
         s += e[c];
-    }
     *max_out = m;
     return s;
 }
