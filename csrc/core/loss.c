@@ -66,72 +66,88 @@ static void nn_exp_nonpositive_f32(float *v, size_t n)
     } while (0)
 #endif
 
-/* e (C) = exp(z - max z) for one row; returns sum e (double). One exp per
- * value, in the working precision. */
-static double FN(row_shifted_exp)(real *restrict e, const real *restrict z,
-                                  size_t C, real *max_out)
+/* Loss of row n given its max m and s = sum exp(z - m); turns e (the
+ * row's exp(z - m), or NULL) into the row's gradient. Returns the row's
+ * loss. */
+static double FN(xent_row)(real *e, const real *z, real m, double s,
+                           const int64_t *labels, const real *T, size_t n,
+                           size_t C, double invN)
 {
     size_t c;
-    double s = 0;
-    real m = FN(row_max)(z, C);
-    for (c = 0; c < C; c++)
-        e[c] = z[c] - m;
-    ROW_EXP(e, C);
-    for (c = 0; c < C; c++)
-        s += e[c];
-    *max_out = m;
-    return s;
+    double lse = (double)m + log(s), tsum = 1, row = 0;
+    if (m == INFINITY || m == -INFINITY)
+        lse = m;   /* keep IEEE behaviour for infinite rows */
+    if (labels) {
+        row = lse - (double)z[labels[n]];
+    } else {
+        const real *t = T + n * C;
+        tsum = 0;
+        for (c = 0; c < C; c++) {
+            tsum += t[c];
+            if (t[c] != 0)
+                row -= (double)t[c] * (double)z[c];
+        }
+        row += lse * tsum;
+    }
+    if (e) {
+        /* g = (softmax(z) * sum(t) - t) / N, softmax = e / s */
+        real scale = (real)(tsum * invN / s);
+        for (c = 0; c < C; c++)
+            e[c] *= scale;
+        if (labels)
+            e[labels[n]] -= (real)invN;
+        else
+            for (c = 0; c < C; c++)
+                e[c] -= (real)((double)T[n * C + c] * invN);
+    }
+    return row;
 }
+
+#define XENT_CHUNK 128
 
 nn_status FN(nn_softmax_xent)(double *loss, real *dpred, const real *pred,
                               const int64_t *labels, const real *T, size_t N,
                               size_t C)
 {
-    size_t n, c;
+    size_t n, n0, r, c;
     double total = 0, invN = 1.0 / (double)N;
-    real scratch[64];
     if (labels && FN(check_labels)(labels, N, C) != NN_OK)
         return NN_ERR_LABEL;
     if (!labels && !T)
         return NN_ERR_ARG;
-    for (n = 0; n < N; n++) {
-        const real *z = pred + n * C;
-        real *e = dpred ? dpred + n * C : NULL;
-        real m;
-        double s, lse, tsum = 1;
-        if (e) {
-            s = FN(row_shifted_exp)(e, z, C, &m);
-        } else if (C <= 64) {
-            s = FN(row_shifted_exp)(scratch, z, C, &m);
-        } else {
-            m = FN(row_max)(z, C);
-            s = exp(FN(row_logsumexp)(z, C) - (double)m);
+    if (!dpred) {
+        /* value only: one row at a time, no buffer to write */
+        for (n = 0; n < N; n++) {
+            const real *z = pred + n * C;
+            real m = FN(row_max)(z, C);
+            double s = exp(FN(row_logsumexp)(z, C) - (double)m);
+            total += FN(xent_row)(NULL, z, m, s, labels, T, n, C, invN);
         }
-        lse = (double)m + log(s);
-        if (m == INFINITY || m == -INFINITY)
-            lse = m;   /* keep IEEE behaviour for infinite rows */
-        if (labels) {
-            total += lse - (double)z[labels[n]];
-        } else {
-            const real *t = T + n * C;
-            tsum = 0;
-            for (c = 0; c < C; c++) {
-                tsum += t[c];
-                if (t[c] != 0)
-                    total -= (double)t[c] * (double)z[c];
-            }
-            total += lse * tsum;
-        }
-        if (e) {
-            /* g = (softmax(z) * sum(t) - t) / N, softmax = e / s */
-            real scale = (real)(tsum * invN / s);
+        *loss = total * invN;
+        return NN_OK;
+    }
+    /* Chunks of rows: shifted logits for the whole chunk, one exp pass
+     * over its block (long vector loops even for narrow rows), then each
+     * row's loss and gradient. */
+    for (n0 = 0; n0 < N; n0 += XENT_CHUNK) {
+        size_t rows = N - n0 < XENT_CHUNK ? N - n0 : XENT_CHUNK;
+        real m[XENT_CHUNK];
+        real *block = dpred + n0 * C;
+        for (r = 0; r < rows; r++) {
+            const real *z = pred + (n0 + r) * C;
+            real *d = block + r * C;
+            m[r] = FN(row_max)(z, C);
             for (c = 0; c < C; c++)
-                e[c] *= scale;
-            if (labels)
-                e[labels[n]] -= (real)invN;
-            else
-                for (c = 0; c < C; c++)
-                    e[c] -= (real)((double)T[n * C + c] * invN);
+                d[c] = z[c] - m[r];
+        }
+        ROW_EXP(block, rows * C);
+        for (r = 0; r < rows; r++) {
+            real *e = block + r * C;
+            double s = 0;
+            for (c = 0; c < C; c++)
+                s += e[c];
+            total += FN(xent_row)(e, pred + (n0 + r) * C, m[r], s, labels, T,
+                                  n0 + r, C, invN);
         }
     }
     *loss = total * invN;
