@@ -41,6 +41,7 @@ class ParamDict:
 
     def __setitem__(self, name, value):
         view = self[name]
+        self._owner._check_idle()  # not while another thread computes with it
         arr = np.asarray(value)
         if arr.dtype.kind not in "biuf":
             raise TypeError(

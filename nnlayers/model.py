@@ -161,15 +161,16 @@ class Sequential(_core.Sequential):
             optimizer = SGD(self, lr=0.01)
         if not isinstance(optimizer, SGD) and not isinstance(optimizer, _core.SGD):
             raise TypeError(f"optimizer must be an nnlayers.SGD, got {type(optimizer).__name__}")
-        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
+        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral):
+            raise TypeError(f"epochs must be an int >= 0, got {type(epochs).__name__}")
+        if epochs < 0:
             raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
         batch_size = _check_positive_int(batch_size, "batch_size")
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-        X = np.ascontiguousarray(X, dtype=self.dtype) if not (
-            isinstance(X, np.ndarray) and X.dtype == self.dtype and X.flags.c_contiguous) else X
-        if X.ndim != 2:
-            raise ValueError(f"X must be a 2-D array (samples, features), got shape {X.shape}")
+        # converted once, by the same C check as forward (dtype kind, ndim,
+        # INT_MAX rows); a matching array is used in place
+        X = _core.as_input(X, self.dtype, "X")
         y = np.asarray(y)
         if y.ndim == 0 or y.shape[0] != X.shape[0]:
             raise ValueError(f"y must have one entry per row of X ({X.shape[0]}), "

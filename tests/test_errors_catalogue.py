@@ -135,7 +135,7 @@ def test_err_ndim_training(how):
         with pytest.raises(ValueError, match=r"x must be a 2-D array.*got a 1-D"):
             model.train_step(bad, y, nl.SoftmaxCrossEntropy(), nl.SGD(model, 0.1))
     else:
-        with pytest.raises(ValueError, match=r"X must be a 2-D array.*got shape"):
+        with pytest.raises(ValueError, match=r"X must be a 2-D array.*got a 1-D array of shape"):
             model.fit(bad, y, optimizer=nl.SGD(model, 0.1), verbose=0)
     assert_trains_like(model, fresh)
 

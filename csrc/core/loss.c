@@ -74,9 +74,9 @@ static double FN(xent_row)(real *e, const real *z, real m, double s,
                            size_t C, double invN)
 {
     size_t c;
+    /* a row with an infinite maximum gives NaN here (inf - inf), as the
+     * shift-by-max formula does in NumPy: the same rule as Softmax */
     double lse = (double)m + log(s), tsum = 1, row = 0;
-    if (m == INFINITY || m == -INFINITY)
-        lse = m;   /* keep IEEE behaviour for infinite rows */
     if (labels) {
         row = lse - (double)z[labels[n]];
     } else {

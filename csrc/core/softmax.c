@@ -25,8 +25,8 @@ static double FN(row_logsumexp)(const real *z, size_t C)
 {
     size_t c;
     double m = FN(row_max)(z, C), s = 0;
-    if (m == -INFINITY || m == INFINITY)
-        return m;
+    /* no shortcut for an infinite maximum: z - m is then NaN, as in
+     * Softmax and NumPy's shifted formula */
     for (c = 0; c < C; c++)
         s += exp((double)z[c] - m);
     return m + log(s);

@@ -401,9 +401,31 @@ exit:
     return result;
 }
 
+/* ConcurrentUseError while this layer (or its model) is inside a call */
+static int layer_check_idle(LayerObject *self)
+{
+    nn_module_state *st = nn_state_of_type(Py_TYPE(self));
+    if (!st)
+        return -1;
+    if (claim_layer(st, self) < 0)
+        return -1;
+    nn_release(&self->busy);
+    return 0;
+}
+
+static PyObject *Layer_check_idle(LayerObject *self, PyObject *noargs)
+{
+    (void)noargs;
+    if (layer_check_idle(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *Layer_zero_grad(LayerObject *self, PyObject *noargs)
 {
     (void)noargs;
+    if (layer_check_idle(self) < 0)
+        return NULL;
     if (self->gbuf) {
         size_t es = nn_dtype_size((nn_dtype)self->dtype);
         memset(self->L.dW, 0, self->L.in * self->L.out * es);
@@ -538,6 +560,8 @@ static PyMethodDef Layer_methods[] = {
      "into grads (unless trainable is False)."},
     {"zero_grad", (PyCFunction)Layer_zero_grad, METH_NOARGS,
      "Set every gradient to zero."},
+    {"_check_idle", (PyCFunction)Layer_check_idle, METH_NOARGS,
+     "raise ConcurrentUseError if a call on this layer or its model runs"},
     {"_param_views", (PyCFunction)Layer_param_views, METH_NOARGS,
      "dict of writable views of the parameters"},
     {"_grad_views", (PyCFunction)Layer_grad_views, METH_NOARGS,

@@ -5,6 +5,7 @@
  */
 #define NN_BINDING_IMPORTS_ARRAY
 #include "binding.h"
+#include "../core/nn_blas.h"
 
 #include <string.h>
 
@@ -53,7 +54,9 @@ PyObject *nn_buffer_new(nn_module_state *st, size_t nbytes)
     if (!b->data) {
         b->nbytes = 0;
         Py_DECREF(b);
-        return PyErr_NoMemory();
+        return PyErr_Format(PyExc_MemoryError,
+                            "cannot allocate %zu bytes for parameters or "
+                            "state", nbytes);
     }
     return (PyObject *)b;
 }
@@ -120,6 +123,31 @@ static PyObject *input_copies(PyObject *m, PyObject *na)
     (void)m;
     (void)na;
     return PyLong_FromUnsignedLongLong(nn_input_copies);
+}
+
+static PyObject *as_input(PyObject *m, PyObject *args)
+{
+    PyObject *obj, *dtype_o;
+    const char *name = "x";
+    int dt;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OO|s:as_input", &obj, &dtype_o, &name))
+        return NULL;
+    if (nn_dtype_from_object(dtype_o, &dt, 0) < 0)
+        return NULL;
+    return (PyObject *)nn_as_input(obj, dt, name, 2);
+}
+
+static PyObject *gemm_thread_min(PyObject *m, PyObject *args)
+{
+    double v = -1;
+    double old = nn_gemm_thread_min;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "|d:gemm_thread_min", &v))
+        return NULL;
+    if (v >= 0)
+        nn_gemm_thread_min = v;
+    return PyFloat_FromDouble(old);
 }
 
 static PyObject *use_reference_gemm(PyObject *m, PyObject *arg)
@@ -206,6 +234,13 @@ static PyMethodDef module_methods[] = {
      "alloc_count() -> int: heap allocations made by the C core so far"},
     {"input_copies", input_copies, METH_NOARGS,
      "input_copies() -> int: inputs the binding had to convert (copy)"},
+    {"as_input", as_input, METH_VARARGS,
+     "as_input(x, dtype, name='x') -> the 2-D C-contiguous array of dtype the "
+     "core reads: x itself when it already is one, else a converted copy; "
+     "TypeError/ValueError naming `name` otherwise"},
+    {"gemm_thread_min", gemm_thread_min, METH_VARARGS,
+     "gemm_thread_min([v]) -> old: products of fewer multiply-adds (M*N*K) "
+     "than v run on one OpenBLAS thread; returns the previous value"},
     {"use_reference_gemm", use_reference_gemm, METH_O,
      "use_reference_gemm(flag) -> old flag: route products through the "
      "naive GEMM (for cross-checks)"},

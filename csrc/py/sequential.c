@@ -321,9 +321,23 @@ exit:
     return result;
 }
 
+static PyObject *Sequential_check_idle(SequentialObject *self, PyObject *na)
+{
+    nn_module_state *st = nn_state_of_type(Py_TYPE(self));
+    (void)na;
+    if (!st || claim_model(st, self) < 0)
+        return NULL;
+    nn_release(&self->busy);
+    Py_RETURN_NONE;
+}
+
 static PyObject *Sequential_zero_grad(SequentialObject *self, PyObject *na)
 {
+    nn_module_state *st = nn_state_of_type(Py_TYPE(self));
     (void)na;
+    if (!st || claim_model(st, self) < 0)
+        return NULL;
+    nn_release(&self->busy);
     if (self->gbuf)
         memset(((BufferObject *)self->gbuf)->data, 0,
                ((BufferObject *)self->gbuf)->nbytes);
@@ -673,6 +687,8 @@ static PyMethodDef Sequential_methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "_fit_epoch(X, y, loss, optimizer, batch_size, order=None, "
      "progress=None, interval=0.1) -> (loss_sum, correct, seen, stopped)"},
+    {"_check_idle", (PyCFunction)Sequential_check_idle, METH_NOARGS,
+     "raise ConcurrentUseError if a call on this model runs"},
     {"_param_block", (PyCFunction)Sequential_param_block, METH_NOARGS,
      "1-D view of the model's parameter block"},
     {"_grad_block", (PyCFunction)Sequential_grad_block, METH_NOARGS,

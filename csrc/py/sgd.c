@@ -215,6 +215,7 @@ static int layers_free(nn_module_state *st, SGDObject *self)
 static PyObject *SGD_step(SGDObject *self, PyObject *na)
 {
     nn_module_state *st = nn_state_of_type(Py_TYPE(self));
+    Py_ssize_t k;
     (void)na;
     if (!st || check_ready(self) < 0)
         return NULL;
@@ -225,9 +226,15 @@ static PyObject *SGD_step(SGDObject *self, PyObject *na)
         return NULL;
     }
     nn_sgd_refresh(self);
+    /* the layers are busy while their weights change: their models and
+     * other callers get ConcurrentUseError meanwhile */
+    for (k = 0; k < PyTuple_GET_SIZE(self->layers); k++)
+        OPT_LAYER(self, k)->busy = 1;
     Py_BEGIN_ALLOW_THREADS
     nn_sgd_step(&self->opt);
     Py_END_ALLOW_THREADS
+    for (k = 0; k < PyTuple_GET_SIZE(self->layers); k++)
+        OPT_LAYER(self, k)->busy = 0;
     nn_release(&self->busy);
     Py_RETURN_NONE;
 }
@@ -236,9 +243,16 @@ static PyObject *SGD_zero_grad(SGDObject *self, PyObject *na)
 {
     Py_ssize_t k;
     size_t es;
+    nn_module_state *st = nn_state_of_type(Py_TYPE(self));
     (void)na;
-    if (check_ready(self) < 0)
+    if (!st || check_ready(self) < 0)
         return NULL;
+    if (self->busy || layers_free(st, self) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(st->BusyError, "this optimizer is in use by "
+                            "another thread");
+        return NULL;
+    }
     nn_sgd_refresh(self);
     es = nn_dtype_size(self->opt.dtype);
     for (k = 0; k < (Py_ssize_t)self->opt.n_segments; k++)
