@@ -352,8 +352,11 @@ def softmax_cross_entropy(z, target):
     T = _dense_target(target, N, C, z.dtype)
     z64, T64 = z.astype(np.float64), T.astype(np.float64)
     m = z64.max(axis=1, keepdims=True)
-    lse = m[:, 0] + np.log(np.exp(z64 - m).sum(axis=1))
-    loss = float((lse * T64.sum(axis=1) - (T64 * z64).sum(axis=1)).sum() / N)
+    d = z64 - m  # shifted logits: lse - z = log(sum e^d) - d, exact for huge z
+    ls = np.log(np.exp(d).sum(axis=1))
+    # a target weight of 0 contributes nothing, even where d is -inf
+    td = np.where(T64 != 0, T64 * d, 0.0)
+    loss = float((ls * T64.sum(axis=1) - td.sum(axis=1)).sum() / N)
     grad = (softmax_forward(z) * T.sum(axis=1, keepdims=True) - T) / z.dtype.type(N)
     return loss, grad.astype(z.dtype, copy=False)
 

@@ -12,10 +12,15 @@ NNLAYERS_HEAVY=1    100,000 calls of each operation, 10,000 iterations of each
 Every loop is preceded by a warm-up (2,000 calls) so NumPy's caches, the
 allocator's arenas and the model's workspace are in place before measuring.
 The resident set is read from ``/proc/self/statm`` (current RSS, not the
-peak); growth must stay under 1 MiB. Run with ``-s`` to see the measured
-figures (lines starting with ``[rss]``).
+peak); growth must stay under 1 MiB. Because a leak can hide in memory the
+process freed earlier (the whole suite runs in one process), two more
+figures are checked: bytes malloc has handed out (glibc's mallinfo2, also
+under 1 MiB) and Python's allocated blocks (sys.getallocatedblocks: fewer
+than one per 20 calls). Run with ``-s`` to see the measured figures (lines
+starting with ``[rss]``).
 """
 
+import ctypes
 import gc
 import os
 import sys
@@ -34,8 +39,8 @@ LOAD_ITERS = 500 if HEAVY else 100
 RSS_LIMIT = 1 << 20          # 1 MiB
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/statm"),
-                                reason="needs /proc/self/statm (Linux)")
+needs_statm = pytest.mark.skipif(not os.path.exists("/proc/self/statm"),
+                                 reason="needs /proc/self/statm (Linux)")
 
 
 def rss_bytes():
@@ -44,20 +49,64 @@ def rss_bytes():
         return int(f.read().split()[1]) * PAGE
 
 
-def rss_growth(fn, n, warmup=WARMUP):
-    """Bytes the resident set grew over ``n`` calls of fn (after a warm-up)."""
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+        "uordblks", "fordblks", "keepcost")]
+
+
+try:
+    _mallinfo2 = ctypes.CDLL(None).mallinfo2
+    _mallinfo2.restype = _MallInfo2
+except (OSError, AttributeError):      # not glibc >= 2.33
+    _mallinfo2 = None
+
+
+def heap_bytes():
+    """Bytes malloc has handed out and not got back (glibc's mallinfo2), or
+    None. Unlike the RSS it also sees a leak that fits in memory the
+    process freed earlier (when the whole suite runs in one process)."""
+    if _mallinfo2 is None:
+        return None
+    m = _mallinfo2()
+    return m.uordblks + m.hblkhd
+
+
+class Growth:
+    """What n calls added: resident set, malloc'd bytes in use, and
+    Python's allocated memory blocks (objects)."""
+
+    def __init__(self, rss, heap, blocks, n):
+        self.rss, self.heap, self.blocks, self.n = rss, heap, blocks, n
+
+    def __str__(self):
+        heap = "n/a" if self.heap is None else f"{self.heap / 1024:+.1f} KiB"
+        return (f"RSS {self.rss / 1024:+.1f} KiB, malloc in use {heap}, "
+                f"Python blocks {self.blocks:+d} over {self.n} calls")
+
+    def check(self, what):
+        assert self.rss < RSS_LIMIT, f"{what}: resident set grew: {self}"
+        assert self.heap is None or self.heap < RSS_LIMIT, f"{what}: malloc'd memory grew: {self}"
+        # a leaked object per call would add n blocks
+        assert self.blocks < max(50, self.n // 20), f"{what}: Python objects accumulate: {self}"
+
+
+def measure(fn, n, warmup=WARMUP):
+    """Growth over ``n`` calls of fn, after a warm-up."""
     for _ in range(warmup):
         fn()
     gc.collect()
-    before = rss_bytes()
+    rss0, heap0, blocks0 = rss_bytes(), heap_bytes(), sys.getallocatedblocks()
     for _ in range(n):
         fn()
     gc.collect()
-    return rss_bytes() - before
+    heap1 = heap_bytes()
+    return Growth(rss_bytes() - rss0, None if heap0 is None else heap1 - heap0,
+                  sys.getallocatedblocks() - blocks0, n)
 
 
-def report(name, growth, n):
-    print(f"\n[rss] {name}: {growth / 1024:+.1f} KiB over {n} calls")
+def report(name, growth):
+    print(f"\n[rss] {name}: {growth}")
 
 
 def small_problem(dtype=np.float32, seed=0):
@@ -112,7 +161,9 @@ def _layer_case(what):
     elif what == "Tanh.forward+backward":
         layer, x = nl.Tanh(), x64
     elif what == "LogSoftmax.forward+backward(strided input)":
-        layer, x = nl.LogSoftmax(), np.zeros((8, 16))[::2, ::2] + x64
+        big = np.zeros((8, 16))
+        big[::2, ::2] = x64
+        layer, x = nl.LogSoftmax(), big[::2, ::2]          # converted on every call
     else:
         raise AssertionError(what)
     g = np.ones(layer.forward(x).shape, dtype=layer.forward(x).dtype)
@@ -153,6 +204,7 @@ LOSS_CASES = ["SoftmaxCrossEntropy.forward+backward", "NLL.forward+backward(floa
               "BinaryCrossEntropy.forward+backward", "MSE.forward+backward(float32)"]
 
 
+@needs_statm
 @pytest.mark.parametrize("what", MODEL_CASES + LAYER_CASES + LOSS_CASES + ["SGD.step"])
 def test_rss_does_not_grow_over_many_calls(what):
     if what in MODEL_CASES:
@@ -168,18 +220,22 @@ def test_rss_does_not_grow_over_many_calls(what):
     # fit epochs are 4 batches each: a quarter of the calls keeps the
     # number of train steps the same as for the others
     n = CALLS // 4 if "_fit_epoch" in what else CALLS
-    growth = rss_growth(fn, n)
-    report(what, growth, n)
-    assert growth < RSS_LIMIT, (
-        f"{what}: resident set grew by {growth / 1024:.0f} KiB over {n} calls")
+    growth = measure(fn, n)
+    report(what, growth)
+    growth.check(what)
 
 
-def test_rss_detector_sees_a_real_leak():
-    """The measurement itself works: keeping 2 KiB per call is seen."""
+@needs_statm
+def test_leak_detectors_see_a_real_leak():
+    """The measurements work: keeping 2 KiB a call (32768 calls, 64 MiB: more
+    than the freed memory an earlier test could leave for it to hide in) is
+    seen by each of them."""
     kept = []
-    growth = rss_growth(lambda: kept.append(np.ones(256)), CALLS // 4, warmup=10)
-    report("control (keeps 2 KiB a call)", growth, CALLS // 4)
-    assert growth > RSS_LIMIT
+    growth = measure(lambda: kept.append(np.ones(256)), 32768, warmup=10)
+    report("control (keeps 2 KiB a call)", growth)
+    assert growth.rss > RSS_LIMIT
+    assert growth.heap is None or growth.heap > RSS_LIMIT
+    assert growth.blocks >= 32768
 
 
 # ---------------------------------------------------------------------------
@@ -317,8 +373,8 @@ class ErrorCases:
         m, loss, opt = self.model, self.loss, self.opt
         return {
             "wrong width (forward)": (ValueError, lambda: m.forward(self.x_wide)),
-            "wrong width (train_step)": (ValueError,
-                                         lambda: m.train_step(self.x_wide, self.bad_labels, loss, opt)),
+            "wrong width (train_step)": (
+                ValueError, lambda: m.train_step(self.x_wide, self.bad_labels, loss, opt)),
             "wrong width (Linear)": (ValueError, lambda: self.lin.forward(self.x_wide)),
             "wrong ndim (3-D)": (ValueError, lambda: m.forward(self.x_3d)),
             "wrong ndim (1-D, Linear)": (ValueError, lambda: self.lin.forward(self.x_1d)),
@@ -326,10 +382,11 @@ class ErrorCases:
             "None input (Tanh)": (TypeError, lambda: self.tanh.forward(None)),
             "None target (loss)": (TypeError, lambda: loss.forward(self.pred, None)),
             "object input": (TypeError, lambda: m.forward(self.x_obj)),
-            "bad labels (train_step)": (ValueError,
-                                        lambda: m.train_step(self.x512, self.bad_labels, loss, opt)),
+            "bad labels (train_step)": (
+                ValueError, lambda: m.train_step(self.x512, self.bad_labels, loss, opt)),
             "bad labels (loss)": (ValueError, lambda: loss.forward(self.pred, self.bad_labels)),
-            "fractional labels (loss)": (ValueError, lambda: loss.forward(self.pred, self.frac_labels)),
+            "fractional labels (loss)": (
+                ValueError, lambda: loss.forward(self.pred, self.frac_labels)),
             "backward before forward (model)": (ValueError, lambda: m.backward(self.g4)),
             "backward before forward (Linear)": (ValueError, lambda: self.lin.backward(self.g4)),
             "backward before forward (loss)": (ValueError, nl.SoftmaxCrossEntropy().backward),
@@ -356,6 +413,7 @@ ERROR_CASE_NAMES = [
     "load garbage file", "load mismatched shapes"]
 
 
+@needs_statm
 @pytest.mark.parametrize("case", ERROR_CASE_NAMES)
 def test_error_path_does_not_leak(case, tmp_path):
     objs = ErrorCases(tmp_path)
@@ -375,10 +433,10 @@ def test_error_path_does_not_leak(case, tmp_path):
     gc.collect()
     before_refs = refcounts(*objs.sentinels())
     before_allocs = _core.alloc_count()
-    growth = rss_growth(call, n, warmup=0)
+    growth = measure(call, n, warmup=0)
     after_refs = refcounts(*objs.sentinels())
-    report(f"error path: {case}", growth, n)
-    assert growth < RSS_LIMIT, f"{case}: resident set grew by {growth / 1024:.0f} KiB"
+    report(f"error path: {case}", growth)
+    growth.check(case)
     assert after_refs == before_refs, f"{case}: reference counts changed"
     assert _core.alloc_count() == before_allocs, f"{case}: the C core allocated"
     # the objects still work

@@ -22,7 +22,9 @@ pip install -q setuptools wheel numpy "scipy-openblas32==0.3.34.481.3"
 NNLAYERS_EXTRA_CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g -O1" \
     pip install -q --no-deps --force-reinstall --no-build-isolation "$REPO"
 
-LIBASAN="$(gcc -print-file-name=libasan.so)"
+# libstdc++ goes in too: C++ extensions (matplotlib's) throw exceptions,
+# and ASan's __cxa_throw interceptor needs the real one loaded up front
+LIBASAN="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)"
 cd "$(mktemp -d)"
 set +e
 LD_PRELOAD="$LIBASAN" \

@@ -140,35 +140,13 @@ int nn_use_reference_gemm(int on)
 }
 
 /*
- * Threads by problem size. OpenBLAS splits any product above a small
- * fixed size over all its threads; on a 2-core machine the threads of a
- * mid-sized product spend more time waiting for each other than computing
- * (measured: see README, Performance). So products below
- * nn_gemm_thread_min multiply-adds run on one thread: nn_gemm_threads_begin
- * drops OpenBLAS to one thread for that call and nn_gemm_threads_end puts
- * the count back, so outside our calls OpenBLAS always shows the user's
- * setting (threadpoolctl and nl.set_num_threads see and change that).
+ * Threads by problem size are left to OpenBLAS: it runs products of at
+ * most 4 * 65536 multiply-adds, and its small-matrix kernels, on the
+ * calling thread alone, and splits bigger ones. Forcing one thread below a
+ * larger size was measured slower on the 2-core machine (README,
+ * Performance), and changing OpenBLAS's process-wide count per call would
+ * race with nl.set_num_threads in other threads.
  */
-double nn_gemm_thread_min = 4.0e6;
-
-int nn_gemm_threads_begin(size_t M, size_t N, size_t K)
-{
-    int cur;
-    if ((double)M * (double)N * (double)K >= nn_gemm_thread_min)
-        return 0;
-    cur = NN_BLAS(openblas_get_num_threads)();
-    if (cur <= 1)
-        return 0;
-    NN_BLAS(openblas_set_num_threads)(1);
-    return cur;
-}
-
-void nn_gemm_threads_end(int saved)
-{
-    if (saved > 1)
-        NN_BLAS(openblas_set_num_threads)(saved);
-}
-
 int nn_blas_get_num_threads(void)
 {
     return NN_BLAS(openblas_get_num_threads)();

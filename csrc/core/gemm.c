@@ -32,7 +32,6 @@ nn_status FN(nn_gemm)(int trans_a, int trans_b, size_t M, size_t N, size_t K,
                       real alpha, const real *A, size_t lda, const real *B,
                       size_t ldb, real beta, real *C, size_t ldc)
 {
-    int saved;
     if (M == 0 || N == 0)
         return NN_OK;
     if (K == 0) {
@@ -50,12 +49,10 @@ nn_status FN(nn_gemm)(int trans_a, int trans_b, size_t M, size_t N, size_t K,
     }
     if (!nn_blas_fits(M, N, K, lda, ldb, ldc))
         return NN_ERR_OVERFLOW;
-    saved = nn_gemm_threads_begin(M, N, K);
     NN_BLAS_GEMM(NN_CBLAS_ROW_MAJOR,
                  trans_a ? NN_CBLAS_TRANS : NN_CBLAS_NO_TRANS,
                  trans_b ? NN_CBLAS_TRANS : NN_CBLAS_NO_TRANS,
                  (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb,
                  beta, C, (int)ldc);
-    nn_gemm_threads_end(saved);
     return NN_OK;
 }

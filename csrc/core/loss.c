@@ -3,7 +3,8 @@
  * Every loss is averaged over the batch (the 1/N of the notes) and is
  * accumulated in double. Targets come as labels (N) of class ids or as
  * dense rows T (N, C). dpred (N, C), when given, receives dL/dpred.
- *   softmax cross-entropy  L = 1/N sum_n [ lse(z_n) sum_c T_nc - T_n . z_n ]
+ *   softmax cross-entropy  L = 1/N sum_n [ lse(z_n) sum_c T_nc - T_n . z_n ],
+ *                          computed shifted: lse - z = log sum e^(z-m) - (z - m)
  *                          dz = (softmax(z) sum_c T_nc - T) / N
  *   NLL on log-probs       L = -1/N sum T . logp,   dlogp = -T / N
  *   binary cross-entropy   L = 1/N sum softplus(z) - y z,  dz = (sigmoid(z) - y) / N
@@ -74,20 +75,21 @@ static double FN(xent_row)(real *e, const real *z, real m, double s,
                            size_t C, double invN)
 {
     size_t c;
-    /* a row with an infinite maximum gives NaN here (inf - inf), as the
-     * shift-by-max formula does in NumPy: the same rule as Softmax */
-    double lse = (double)m + log(s), tsum = 1, row = 0;
+    /* Shifted form: lse - z = log s - (z - m), never adding m back, so
+     * huge logits lose nothing. A row with an infinite maximum gives NaN
+     * (inf - inf), as the shifted formula does in NumPy and in Softmax. */
+    double ls = log(s), tsum = 1, row = 0;
     if (labels) {
-        row = lse - (double)z[labels[n]];
+        row = ls - ((double)z[labels[n]] - (double)m);
     } else {
         const real *t = T + n * C;
         tsum = 0;
         for (c = 0; c < C; c++) {
             tsum += t[c];
             if (t[c] != 0)
-                row -= (double)t[c] * (double)z[c];
+                row -= (double)t[c] * ((double)z[c] - (double)m);
         }
-        row += lse * tsum;
+        row += ls * tsum;
     }
     if (e) {
         /* g = (softmax(z) * sum(t) - t) / N, softmax = e / s */
@@ -120,7 +122,7 @@ nn_status FN(nn_softmax_xent)(double *loss, real *dpred, const real *pred,
         for (n = 0; n < N; n++) {
             const real *z = pred + n * C;
             real m = FN(row_max)(z, C);
-            double s = exp(FN(row_logsumexp)(z, C) - (double)m);
+            double s = exp(FN(row_log_shifted_sum)(z, C, m));
             total += FN(xent_row)(NULL, z, m, s, labels, T, n, C, invN);
         }
         *loss = total * invN;

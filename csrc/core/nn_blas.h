@@ -50,10 +50,4 @@ static inline int nn_blas_fits(size_t M, size_t N, size_t K, size_t lda,
 /* Set by nn_use_reference_gemm(); read by the gemm template. */
 extern int nn_reference_gemm_on;
 
-/* Products of fewer multiply-adds than this run single-threaded (common.c).
- * Returns the thread count to restore, or 0. */
-extern double nn_gemm_thread_min;
-int nn_gemm_threads_begin(size_t M, size_t N, size_t K);
-void nn_gemm_threads_end(int saved);
-
 #endif /* NN_BLAS_H */

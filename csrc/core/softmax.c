@@ -3,7 +3,7 @@
  * the row maximum so no exp() overflows.
  *   softmax      a = e^(z - m) / sum e^(z - m)
  *                dz = a * (da - sum_j da_j a_j)
- *   log-softmax  a = z - m - log sum e^(z - m)
+ *   log-softmax  a = (z - m) - log sum e^(z - m)   (m never added back)
  *                dz = da - e^a * sum_j da_j
  */
 #ifndef NN_SFX
@@ -20,16 +20,18 @@ static real FN(row_max)(const real *z, size_t C)
     return m;
 }
 
-/* log sum_c e^(z_c) for one row, stable */
-static double FN(row_logsumexp)(const real *z, size_t C)
+/* log sum_c e^(z_c - m) for one row with maximum m: the log-normaliser
+ * of the shifted row. Keeping m apart (rather than adding it back) means
+ * z - lse is computed as (z - m) - this, which stays exact when the logits
+ * are huge. An infinite m gives NaN (z - m = inf - inf), as in Softmax
+ * and NumPy's shifted formula. */
+static double FN(row_log_shifted_sum)(const real *z, size_t C, double m)
 {
     size_t c;
-    double m = FN(row_max)(z, C), s = 0;
-    /* no shortcut for an infinite maximum: z - m is then NaN, as in
-     * Softmax and NumPy's shifted formula */
+    double s = 0;
     for (c = 0; c < C; c++)
         s += exp((double)z[c] - m);
-    return m + log(s);
+    return log(s);
 }
 
 void FN(nn_softmax_forward)(real *out, const real *inp, size_t N, size_t C)
@@ -71,11 +73,11 @@ void FN(nn_log_softmax_forward)(real *out, const real *inp, size_t N,
     for (n = 0; n < N; n++) {
         const real *z = inp + n * C;
         real *a = out + n * C;
-        double lse = FN(row_logsumexp)(z, C);
-        /* in double: z - lse cancels, and lse rounded to real would carry
-         * an error of ulp(z) into every log-probability */
+        double m = FN(row_max)(z, C);
+        double ls = FN(row_log_shifted_sum)(z, C, m);
+        /* (z - m) - log sum e^(z - m), in double */
         for (c = 0; c < C; c++)
-            a[c] = (real)((double)z[c] - lse);
+            a[c] = (real)(((double)z[c] - m) - ls);
     }
 }
 

@@ -5,7 +5,6 @@
  */
 #define NN_BINDING_IMPORTS_ARRAY
 #include "binding.h"
-#include "../core/nn_blas.h"
 
 #include <string.h>
 
@@ -138,18 +137,6 @@ static PyObject *as_input(PyObject *m, PyObject *args)
     return (PyObject *)nn_as_input(obj, dt, name, 2);
 }
 
-static PyObject *gemm_thread_min(PyObject *m, PyObject *args)
-{
-    double v = -1;
-    double old = nn_gemm_thread_min;
-    (void)m;
-    if (!PyArg_ParseTuple(args, "|d:gemm_thread_min", &v))
-        return NULL;
-    if (v >= 0)
-        nn_gemm_thread_min = v;
-    return PyFloat_FromDouble(old);
-}
-
 static PyObject *use_reference_gemm(PyObject *m, PyObject *arg)
 {
     int on = PyObject_IsTrue(arg);
@@ -238,9 +225,6 @@ static PyMethodDef module_methods[] = {
      "as_input(x, dtype, name='x') -> the 2-D C-contiguous array of dtype the "
      "core reads: x itself when it already is one, else a converted copy; "
      "TypeError/ValueError naming `name` otherwise"},
-    {"gemm_thread_min", gemm_thread_min, METH_VARARGS,
-     "gemm_thread_min([v]) -> old: products of fewer multiply-adds (M*N*K) "
-     "than v run on one OpenBLAS thread; returns the previous value"},
     {"use_reference_gemm", use_reference_gemm, METH_O,
      "use_reference_gemm(flag) -> old flag: route products through the "
      "naive GEMM (for cross-checks)"},
