@@ -45,6 +45,7 @@ static inline real FN(softplus_value)(real z)
         }                                                                  \
     } while (0)
 
+NN_VECTOR_CLONES
 void FN(nn_act_forward)(nn_kind kind, double slope, real *out,
                         const real *inp, size_t n)
 {
@@ -95,6 +96,7 @@ void FN(nn_act_forward)(nn_kind kind, double slope, real *out,
         }                                                                  \
     } while (0)
 
+NN_VECTOR_CLONES
 void FN(nn_act_backward)(nn_kind kind, double slope, real *dinp,
                          const real *dout, const real *inp, const real *out,
                          size_t n)

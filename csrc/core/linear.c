@@ -11,6 +11,7 @@
 #endif
 
 /* out (N, O): every row += b (O) */
+NN_VECTOR_CLONES
 static void FN(add_bias_rows)(real *out, const real *b, size_t N, size_t O)
 {
     size_t n, o;
@@ -22,6 +23,7 @@ static void FN(add_bias_rows)(real *out, const real *b, size_t N, size_t O)
 }
 
 /* db (O) += column sums of dout (N, O) */
+NN_VECTOR_CLONES
 static void FN(accumulate_column_sums)(real *db, const real *dout, size_t N,
                                        size_t O)
 {

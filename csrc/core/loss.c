@@ -38,7 +38,10 @@ static nn_status FN(check_labels)(const int64_t *labels, size_t N, size_t C)
  * Below -87 the result (< FLT_MIN) is flushed to 0; NaN stays NaN.
  * Checked against expf over [-87, 0] in tests/test_losses.py.
  */
-static void nn_exp_nonpositive_f32(float *v, size_t n)
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline void nn_exp_nonpositive_f32(float *v, size_t n)
 {
     size_t i;
     for (i = 0; i < n; i++) {
@@ -107,6 +110,7 @@ static double FN(xent_row)(real *e, const real *z, real m, double s,
 
 #define XENT_CHUNK 128
 
+NN_VECTOR_CLONES
 nn_status FN(nn_softmax_xent)(double *loss, real *dpred, const real *pred,
                               const int64_t *labels, const real *T, size_t N,
                               size_t C)

@@ -41,6 +41,18 @@ typedef double real;
 #error "define NN_REAL_IS_FLOAT or NN_REAL_IS_DOUBLE before nn_template.h"
 #endif
 
+/* NN_VECTOR_CLONES on a hot elementwise loop compiles it twice, for AVX2
+ * and for the baseline, and picks one at load time (GCC's target_clones).
+ * Only the vector width differs: no FMA, no reassociation, so both give
+ * bit-identical results. Off under sanitizers and on other compilers. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__linux__) && !defined(__SANITIZE_ADDRESS__) &&             \
+    !defined(NN_NO_CLONES)
+#define NN_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define NN_VECTOR_CLONES
+#endif
+
 /* FN(nn_relu) -> nn_relu_f32 or nn_relu_f64 */
 #define FN(name) NN_CAT(name, NN_SFX)
 

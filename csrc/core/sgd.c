@@ -10,6 +10,7 @@
 #error "template: compiled through dtype_f32.c / dtype_f64.c"
 #endif
 
+NN_VECTOR_CLONES
 void FN(nn_sgd_update)(real *param, const real *grad, real *velocity,
                        size_t n, double lr, double momentum, int nesterov,
                        double weight_decay)

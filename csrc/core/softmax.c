@@ -12,12 +12,17 @@
 
 static real FN(row_max)(const real *z, size_t C)
 {
+    /* branch-free: a select per value, NaN noted on the side (any NaN
+     * makes the row's maximum NaN) */
     size_t c;
     real m = z[0];
-    for (c = 1; c < C; c++)
-        if (z[c] > m || z[c] != z[c])
-            m = z[c];
-    return m;
+    int nan = z[0] != z[0];
+    for (c = 1; c < C; c++) {
+        real v = z[c];
+        m = v > m ? v : m;
+        nan |= v != v;
+    }
+    return nan ? (real)NAN : m;
 }
 
 /* log sum_c e^(z_c - m) for one row with maximum m: the log-normaliser
