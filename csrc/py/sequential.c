@@ -223,6 +223,23 @@ static int resolve(SequentialObject *self, size_t D, const char *name)
     return s == NN_OK ? 0 : -1;
 }
 
+/* The model's input as the core reads it: 2-D, the model's dtype, widths
+ * resolved for its columns. *N, *D receive its shape. */
+static PyArrayObject *model_input(SequentialObject *self, PyObject *x,
+                                  const char *name, size_t *N, size_t *D)
+{
+    PyArrayObject *xa = nn_as_input(x, self->dtype, name, 2);
+    if (!xa)
+        return NULL;
+    *N = (size_t)PyArray_DIM(xa, 0);
+    *D = (size_t)PyArray_DIM(xa, 1);
+    if (resolve(self, *D, name) < 0) {
+        Py_DECREF(xa);
+        return NULL;
+    }
+    return xa;
+}
+
 static PyObject *Sequential_forward(SequentialObject *self, PyObject *x)
 {
     nn_module_state *st = nn_state_of_type(Py_TYPE(self));
@@ -232,12 +249,8 @@ static PyObject *Sequential_forward(SequentialObject *self, PyObject *x)
     size_t N, D;
     if (!st || claim_model(st, self) < 0)
         return NULL;
-    xa = nn_as_input(x, self->dtype, "x", 2);
+    xa = model_input(self, x, "x", &N, &D);
     if (!xa)
-        goto exit;
-    N = (size_t)PyArray_DIM(xa, 0);
-    D = (size_t)PyArray_DIM(xa, 1);
-    if (resolve(self, D, "x") < 0)
         goto exit;
     out = nn_new_array(self->dtype, (npy_intp)N,
                        (npy_intp)self->net.width[self->net.n_layers]);
@@ -415,18 +428,14 @@ static PyObject *Sequential_train_step(SequentialObject *self,
     }
     loss = (LossObject *)loss_o;
     opt = (SGDObject *)opt_o;
-    xa = nn_as_input(x, self->dtype, "x", 2);
+    xa = model_input(self, x, "x", &N, &D);
     if (!xa)
         goto exit;
-    N = (size_t)PyArray_DIM(xa, 0);
-    D = (size_t)PyArray_DIM(xa, 1);
     if (N == 0) {
         PyErr_SetString(PyExc_ValueError,
                         "train_step needs at least one sample (x has 0 rows)");
         goto exit;
     }
-    if (resolve(self, D, "x") < 0)
-        goto exit;
     C = self->net.width[self->net.n_layers];
     if (nn_prepare_target(y, loss->kind, self->dtype, N, C, &labels,
                           &dense) < 0)
@@ -546,12 +555,8 @@ static PyObject *Sequential_fit_epoch(SequentialObject *self, PyObject *args,
         PyErr_SetString(PyExc_TypeError, "progress must be callable or None");
         goto exit;
     }
-    xa = nn_as_input(X, self->dtype, "X", 2);
+    xa = model_input(self, X, "X", &n, &D);
     if (!xa)
-        goto exit;
-    n = (size_t)PyArray_DIM(xa, 0);
-    D = (size_t)PyArray_DIM(xa, 1);
-    if (resolve(self, D, "X") < 0)
         goto exit;
     C = self->net.width[self->net.n_layers];
     if (nn_prepare_target(y, ((LossObject *)loss_o)->kind, self->dtype, n, C,
