@@ -78,7 +78,8 @@ class ParamDict:
         return self._views.get(name, default)
 
     def __repr__(self):
-        inner = ", ".join(f"{k!r}: array{v.shape}" for k, v in self._views.items())
+        inner = ", ".join(f"{k!r}: <{v.dtype} array of shape {v.shape}>"
+                          for k, v in self._views.items())
         return f"{self._what}({{{inner}}})"
 
 
