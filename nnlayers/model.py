@@ -6,8 +6,8 @@ import time
 import numpy as np
 
 from . import _core
-from .layers import Layer, ParamDict
-from .losses import Loss, loss_from_name
+from .layers import ParamDict
+from .losses import Loss, SoftmaxCrossEntropy, loss_from_name
 from .optim import SGD
 
 __all__ = ["Sequential", "History"]
@@ -156,7 +156,7 @@ class Sequential(_core.Sequential):
         validation_data : (X_val, y_val) evaluated after each epoch
         verbose : 0 silent, 1 a progress bar per epoch, 2 one line per epoch
         """
-        loss = self._resolve_loss(SoftmaxCrossEntropyDefault() if loss is None else loss)
+        loss = self._resolve_loss(SoftmaxCrossEntropy() if loss is None else loss)
         if optimizer is None:
             optimizer = SGD(self, lr=0.01)
         if not isinstance(optimizer, SGD) and not isinstance(optimizer, _core.SGD):
@@ -246,7 +246,7 @@ class Sequential(_core.Sequential):
     def evaluate(self, X, y, loss=None, batch_size=None):
         """Loss (batch-averaged over all of X) and, for classification, the
         accuracy: returns ``{"loss": float, "accuracy": float}``."""
-        loss = self._resolve_loss(SoftmaxCrossEntropyDefault() if loss is None else loss)
+        loss = self._resolve_loss(SoftmaxCrossEntropy() if loss is None else loss)
         pred = self.predict(X, batch_size=batch_size)
         value = loss.forward(pred, y)
         loss.backward()  # release the gradient held for backward
@@ -261,13 +261,3 @@ class Sequential(_core.Sequential):
         from .io import save
 
         save(self, path)
-
-
-def SoftmaxCrossEntropyDefault():
-    from .losses import SoftmaxCrossEntropy
-
-    return SoftmaxCrossEntropy()
-
-
-# Layer is imported for isinstance users; keep linters quiet.
-_ = Layer

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import nnlayers as nl
+from _compare import assert_close, tol  # noqa: F401
 import nnlayers._reference as ref
 from nnlayers import _core
 from nnlayers.layers import layer_from_config
@@ -55,18 +56,6 @@ def ref_params(layer):
     if not len(layer.params):
         return None
     return {k: np.array(v, copy=True) for k, v in layer.params.items()}
-
-
-def tol(dtype):
-    return 1e-5 if np.dtype(dtype) == np.float32 else 1e-12
-
-
-def assert_close(got, want, dtype):
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.dtype == np.dtype(dtype), (got.dtype, dtype)
-    assert got.shape == want.shape, (got.shape, want.shape)
-    scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
-    np.testing.assert_allclose(got, want, rtol=tol(dtype), atol=tol(dtype) * scale)
 
 
 def away_from_zero(x, margin=0.1):

@@ -10,21 +10,10 @@ import numpy as np
 import pytest
 
 import nnlayers as nl
+from _compare import assert_close, tol  # noqa: F401
 import nnlayers._reference as ref
 
 DTYPES = [np.float32, np.float64]
-
-
-def tol(dtype):
-    return 1e-5 if np.dtype(dtype) == np.float32 else 1e-12
-
-
-def assert_close(got, want, dtype):
-    got, want = np.asarray(got), np.asarray(want)
-    assert got.dtype == np.dtype(dtype), (got.dtype, dtype)
-    assert got.shape == want.shape, (got.shape, want.shape)
-    scale = max(1.0, float(np.max(np.abs(want)))) if want.size else 1.0
-    np.testing.assert_allclose(got, want, rtol=tol(dtype), atol=tol(dtype) * scale)
 
 
 # Architectures: lists of layer constructors taking (dtype, seed). Widths

@@ -216,7 +216,7 @@ nn_status nn_net_fit_epoch(nn_net *net, const nn_sgd *opt,
 void nn_sgd_step(const nn_sgd *opt)
 {
     if (opt->dtype == NN_F32)
-        nn_sgd_step_except_f32(opt, NULL, 0);
+        nn_sgd_step_all_f32(opt);
     else
-        nn_sgd_step_except_f64(opt, NULL, 0);
+        nn_sgd_step_all_f64(opt);
 }

@@ -22,8 +22,7 @@ nn_status nn_net_fit_epoch_impl_##sfx(nn_net *net, const nn_sgd *opt,       \
                                       size_t batch, nn_progress_fn progress,\
                                       void *ctx, nn_epoch_result *res);     \
 void nn_sgd_step_layer_##sfx(const nn_sgd *opt, const nn_layer *L);         \
-void nn_sgd_step_except_##sfx(const nn_sgd *opt, nn_layer *const *layers,   \
-                              size_t n);
+void nn_sgd_step_all_##sfx(const nn_sgd *opt);
 
 NN_DECLARE_NET_IMPL(float, f32)
 NN_DECLARE_NET_IMPL(double, f64)

@@ -65,16 +65,10 @@ void FN(nn_sgd_step_layer)(const nn_sgd *opt, const nn_layer *L)
             FN(sgd_update_segment)(opt, k);
 }
 
-/* Update every segment whose layer is not in layers[0..n) */
-void FN(nn_sgd_step_except)(const nn_sgd *opt, nn_layer *const *layers,
-                            size_t n)
+/* Update every segment (SGD.step) */
+void FN(nn_sgd_step_all)(const nn_sgd *opt)
 {
-    size_t k, i;
-    for (k = 0; k < opt->n_segments; k++) {
-        int member = 0;
-        for (i = 0; i < n && !member; i++)
-            member = opt->segments[k].layer == layers[i];
-        if (!member)
-            FN(sgd_update_segment)(opt, k);
-    }
+    size_t k;
+    for (k = 0; k < opt->n_segments; k++)
+        FN(sgd_update_segment)(opt, k);
 }
