@@ -126,20 +126,3 @@ void FN(nn_act_backward)(nn_kind kind, double slope, real *dinp,
         break;
     }
 }
-
-/* z (N, C) += b row-wise, then out = f(z): one pass over the GEMM output */
-void FN(nn_bias_act_forward)(nn_kind kind, double slope, real *out, real *z,
-                             const real *b, size_t N, size_t C)
-{
-    size_t n, c;
-    if (b) {
-        for (n = 0; n < N; n++) {
-            real *zr = z + n * C;
-            for (c = 0; c < C; c++)
-                zr[c] += b[c];
-            FN(nn_act_forward)(kind, slope, out + n * C, zr, C);
-        }
-    } else {
-        FN(nn_act_forward)(kind, slope, out, z, N * C);
-    }
-}

@@ -1,6 +1,7 @@
 /*
  * linear.c (template): the fully connected layer.
- *   forward   out (N, O) = inp (N, I) W (I, O) + b (O)
+ *   forward   out (N, O) = inp (N, I) W (I, O) + b (O)  (b first, then the
+ *             product added onto it)
  *   backward  dinp (N, I) = dout (N, O) W^T           (overwritten)
  *             dW   (I, O) += inp^T dout                (accumulated)
  *             db   (O)    += sum over rows of dout     (accumulated)
@@ -10,16 +11,12 @@
 #error "template: compiled through dtype_f32.c / dtype_f64.c"
 #endif
 
-/* out (N, O): every row += b (O) */
-NN_VECTOR_CLONES
-static void FN(add_bias_rows)(real *out, const real *b, size_t N, size_t O)
+/* out (N, O): every row = b (O) */
+static void FN(fill_rows)(real *out, const real *b, size_t N, size_t O)
 {
-    size_t n, o;
-    for (n = 0; n < N; n++) {
-        real *row = out + n * O;
-        for (o = 0; o < O; o++)
-            row[o] += b[o];
-    }
+    size_t n;
+    for (n = 0; n < N; n++)
+        memcpy(out + n * O, b, O * sizeof(real));
 }
 
 /* db (O) += column sums of dout (N, O) */
@@ -35,15 +32,15 @@ static void FN(accumulate_column_sums)(real *db, const real *dout, size_t N,
     }
 }
 
+/* The bias goes in first and the product adds onto it (beta = 1): no
+ * zeroing of out by OpenBLAS, no second pass to add b. */
 nn_status FN(nn_linear_forward)(real *out, const real *inp, const real *W,
                                 const real *b, size_t N, size_t I, size_t O)
 {
-    nn_status st = FN(nn_gemm)(0, 0, N, O, I, 1, inp, I, W, O, 0, out, O);
-    if (st != NN_OK)
-        return st;
-    if (b)
-        FN(add_bias_rows)(out, b, N, O);
-    return NN_OK;
+    if (!b)
+        return FN(nn_gemm)(0, 0, N, O, I, 1, inp, I, W, O, 0, out, O);
+    FN(fill_rows)(out, b, N, O);
+    return FN(nn_gemm)(0, 0, N, O, I, 1, inp, I, W, O, 1, out, O);
 }
 
 nn_status FN(nn_linear_backward)(real *dinp, real *dW, real *db,

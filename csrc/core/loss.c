@@ -73,7 +73,7 @@ static inline void nn_exp_nonpositive_f32(float *v, size_t n)
 /* Loss of row n given its max m and s = sum exp(z - m); turns e (the
  * row's exp(z - m), or NULL) into the row's gradient. Returns the row's
  * loss. */
-static double FN(xent_row)(real *e, const real *z, real m, double s,
+NN_INLINE double FN(xent_row)(real *e, const real *z, real m, double s,
                            const int64_t *labels, const real *T, size_t n,
                            size_t C, double invN)
 {
@@ -149,11 +149,9 @@ nn_status FN(nn_softmax_xent)(double *loss, real *dpred, const real *pred,
         ROW_EXP(block, rows * C);
         for (r = 0; r < rows; r++) {
             real *e = block + r * C;
-            double s = 0;
-            for (c = 0; c < C; c++)
-                s += e[c];
-            total += FN(xent_row)(e, pred + (n0 + r) * C, m[r], s, labels, T,
-                                  n0 + r, C, invN);
+            total += FN(xent_row)(e, pred + (n0 + r) * C, m[r],
+                                  FN(row_sum)(e, C), labels, T, n0 + r, C,
+                                  invN);
         }
     }
     *loss = total * invN;

@@ -166,8 +166,8 @@ nn_status nn_net_forward(nn_net *net, void *out, const void *inp, size_t N,
 nn_status nn_net_backward(nn_net *net, void *dinp, const void *dout)
 {
     if (net->dtype == NN_F32)
-        return nn_net_backward_impl_f32(net, dinp, dout, 1, NULL);
-    return nn_net_backward_impl_f64(net, dinp, dout, 1, NULL);
+        return nn_net_backward_impl_f32(net, dinp, dout, NULL);
+    return nn_net_backward_impl_f64(net, dinp, dout, NULL);
 }
 
 nn_status nn_net_train_step(nn_net *net, const nn_sgd *opt,

@@ -7,8 +7,7 @@
 #define NN_DECLARE_NET_IMPL(real, sfx)                                      \
 nn_status nn_net_forward_impl_##sfx(nn_net *net, const real *inp, size_t N);\
 nn_status nn_net_backward_impl_##sfx(nn_net *net, real *dinp,               \
-                                     const real *dout, int accumulate,      \
-                                     const nn_sgd *opt);                    \
+                                     const real *dout, const nn_sgd *opt);  \
 nn_status nn_net_train_step_impl_##sfx(nn_net *net, const nn_sgd *opt,      \
                                        nn_loss_kind loss, const real *inp,  \
                                        size_t N, const int64_t *labels,     \
@@ -21,7 +20,8 @@ nn_status nn_net_fit_epoch_impl_##sfx(nn_net *net, const nn_sgd *opt,       \
                                       size_t C, const int64_t *order,       \
                                       size_t batch, nn_progress_fn progress,\
                                       void *ctx, nn_epoch_result *res);     \
-void nn_sgd_step_layer_##sfx(const nn_sgd *opt, const nn_layer *L);         \
+nn_status nn_sgd_linear_step_##sfx(const nn_sgd *opt, const nn_layer *L,    \
+                                   const real *x, const real *g, size_t N); \
 void nn_sgd_step_all_##sfx(const nn_sgd *opt);
 
 NN_DECLARE_NET_IMPL(float, f32)

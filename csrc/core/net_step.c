@@ -3,12 +3,12 @@
  * forward, backward, training step and epoch. The workspace layout is
  * described in nn.h (struct nn_net).
  *
- * Fusions: a Linear followed by an elementwise activation adds its bias
- * and applies the activation in one pass over the GEMM output; during a
- * training step the parameter gradients are written with beta = 0
- * (no separate zeroing pass), the first layer's input gradient is
- * skipped, and each layer's SGD update runs as soon as its gradient is
- * complete.
+ * Fusions: a Linear's bias is the starting value of its GEMM's output
+ * (beta = 1), and a following elementwise activation runs in one pass over
+ * the whole output block; during a
+ * training step the first layer's input gradient is skipped, and each
+ * layer's SGD update runs inside the backward sweep, with the weight
+ * gradient folded into the update's GEMM (sgd.c, nn_sgd_linear_step).
  */
 #ifndef NN_SFX
 #error "template: compiled through dtype_f32.c / dtype_f64.c"
@@ -86,15 +86,15 @@ nn_status FN(nn_net_forward_impl)(nn_net *net, const real *inp, size_t N)
         size_t w_in = net->width[i], w_out = net->width[i + 1];
         if (L->kind == NN_LINEAR && i + 1 < net->n_layers &&
             nn_kind_is_elementwise(net->layers[i + 1]->kind)) {
-            /* Z = X W, then Z += b and A = f(Z) in one pass */
+            /* Z = X W + b (the bias inside the GEMM), then A = f(Z) in
+             * one pass over the whole block */
             const nn_layer *act = net->layers[i + 1];
-            st = FN(nn_gemm)(0, 0, N, w_out, w_in, 1, x, w_in,
-                             (const real *)L->W, w_out, 0, z, w_out);
+            st = FN(nn_linear_forward)(z, x, (const real *)L->W,
+                                       (const real *)L->b, N, w_in, w_out);
             if (st != NN_OK)
                 return st;
-            FN(nn_bias_act_forward)(act->kind, act->slope,
-                                    FN(net_act)(net, i + 1), z,
-                                    (const real *)L->b, N, w_out);
+            FN(nn_act_forward)(act->kind, act->slope, FN(net_act)(net, i + 1),
+                               z, N * w_out);
             i++;
             continue;
         }
@@ -105,12 +105,6 @@ nn_status FN(nn_net_forward_impl)(nn_net *net, const real *inp, size_t N)
     return NN_OK;
 }
 
-/*
- * Backward through layers L-1 .. 0 from dout (N, width[L]).
- * accumulate: 1 adds into dW/db, 0 overwrites them.
- * opt: when not NULL, each layer's SGD update runs right after its
- * gradient is complete (its W is not needed by the layers below).
- */
 /* Without an input gradient, back-propagation can stop at the lowest
  * trainable Linear layer: nothing below it needs a gradient. */
 static size_t FN(lowest_needed_layer)(const nn_net *net, const real *dinp)
@@ -124,8 +118,15 @@ static size_t FN(lowest_needed_layer)(const nn_net *net, const real *dinp)
     return net->n_layers;   /* nothing to train: no backward at all */
 }
 
+/*
+ * Backward through layers L-1 .. 0 from dout (N, width[L]).
+ * opt == NULL: parameter gradients accumulate (beta = 1 into dW).
+ * opt != NULL: a training step. Each Linear layer's SGD update runs as
+ * soon as its input gradient is out (nn_sgd_linear_step, which folds the
+ * weight gradient into the update); the gradient buffers are scratch.
+ */
 nn_status FN(nn_net_backward_impl)(nn_net *net, real *dinp, const real *dout,
-                                   int accumulate, const nn_sgd *opt)
+                                   const nn_sgd *opt)
 {
     size_t i = net->n_layers, N = net->batch;
     size_t lowest = FN(lowest_needed_layer)(net, dinp);
@@ -138,31 +139,16 @@ nn_status FN(nn_net_backward_impl)(nn_net *net, real *dinp, const real *dout,
         real *gin = i == lowest ? dinp : (real *)net->grad[i & 1];
         size_t w_in = net->width[i], w_out = net->width[i + 1];
         if (L->kind == NN_LINEAR) {
-            int grads = L->trainable;
-            real *dW = grads ? (real *)L->dW : NULL;
-            real *db = grads ? (real *)L->db : NULL;
-            if (gin) {
-                st = FN(nn_gemm)(0, 1, N, w_in, w_out, 1, g, w_out,
-                                 (const real *)L->W, w_out, 0, gin, w_in);
-                if (st != NN_OK)
-                    return st;
-            }
-            if (dW) {
-                st = FN(nn_gemm)(1, 0, w_in, w_out, N, 1, x, w_in, g, w_out,
-                                 accumulate ? 1 : 0, dW, w_out);
-                if (st != NN_OK)
-                    return st;
-            }
-            if (db) {
-                if (!accumulate) {
-                    size_t o;
-                    for (o = 0; o < w_out; o++)
-                        db[o] = 0;
-                }
-                FN(accumulate_column_sums)(db, g, N, w_out);
-            }
-            if (opt && grads)
-                FN(nn_sgd_step_layer)(opt, L);
+            /* gin (N, I) = g W^T first: the update changes W */
+            st = FN(nn_linear_backward)(gin, NULL, NULL, g, x, L->W, N, w_in,
+                                        w_out);
+            if (st == NN_OK && opt)
+                st = FN(nn_sgd_linear_step)(opt, L, x, g, N);
+            else if (st == NN_OK && L->trainable)
+                st = FN(nn_linear_backward)(NULL, L->dW, L->db, g, x, L->W,
+                                            N, w_in, w_out);
+            if (st != NN_OK)
+                return st;
         } else if (gin) {
             st = FN(nn_layer_backward)(L, gin, g, x, a, N, w_in);
             if (st != NN_OK)
@@ -204,7 +190,7 @@ nn_status FN(nn_net_train_step_impl)(nn_net *net, const nn_sgd *opt,
         return NN_ERR_NONFINITE;   /* nothing updated */
     /* updates only this network's layers, each as soon as its gradient
      * is complete */
-    return FN(nn_net_backward_impl)(net, NULL, dpred, 0, opt);
+    return FN(nn_net_backward_impl)(net, NULL, dpred, opt);
 }
 
 /* dst (count, D) = rows order[0..count) of src (n, D) */

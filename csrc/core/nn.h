@@ -162,10 +162,6 @@ void nn_act_forward_##sfx(nn_kind kind, double slope, real *out,           \
 void nn_act_backward_##sfx(nn_kind kind, double slope, real *dinp,         \
                            const real *dout, const real *inp,              \
                            const real *out, size_t n);                     \
-/* Fused: out = f(z + b) row-wise, z (N, C) updated to z + b in place. */  \
-void nn_bias_act_forward_##sfx(nn_kind kind, double slope, real *out,      \
-                               real *z, const real *b, size_t N, size_t C);\
-                                                                            \
 /* Row-wise softmax and log-softmax, stable. out, inp (N, C). */           \
 void nn_softmax_forward_##sfx(real *out, const real *inp, size_t N,        \
                               size_t C);                                   \

@@ -35,6 +35,13 @@ void NN_BLAS(cblas_dgemm)(int order, int trans_a, int trans_b, int M, int N,
                           int K, double alpha, const double *A, int lda,
                           const double *B, int ldb, double beta, double *C,
                           int ldc);
+void NN_BLAS(cblas_sgemv)(int order, int trans, int M, int N, float alpha,
+                          const float *A, int lda, const float *x, int incx,
+                          float beta, float *y, int incy);
+void NN_BLAS(cblas_dgemv)(int order, int trans, int M, int N, double alpha,
+                          const double *A, int lda, const double *x, int incx,
+                          double beta, double *y, int incy);
+
 void NN_BLAS(openblas_set_num_threads)(int n);
 int NN_BLAS(openblas_get_num_threads)(void);
 char *NN_BLAS(openblas_get_config)(void);
@@ -46,6 +53,11 @@ static inline int nn_blas_fits(size_t M, size_t N, size_t K, size_t lda,
     return M <= INT_MAX && N <= INT_MAX && K <= INT_MAX && lda <= INT_MAX &&
            ldb <= INT_MAX && ldc <= INT_MAX;
 }
+
+/* OpenBLAS runs a gemm of fewer multiply-adds than this on the calling
+ * thread alone (2 x 65536 x GEMM_MULTITHREAD_THRESHOLD 4 in its
+ * interface/gemm.c) */
+#define NN_GEMM_ONE_THREAD 524288.0
 
 /* Set by nn_use_reference_gemm(); read by the gemm template. */
 extern int nn_reference_gemm_on;

@@ -16,6 +16,7 @@ typedef float real;
 #define NN_SFX _f32
 #define NN_DTYPE NN_F32
 #define NN_BLAS_GEMM NN_BLAS(cblas_sgemm)
+#define NN_BLAS_GEMV NN_BLAS(cblas_sgemv)
 #define R_EXP expf
 #define R_LOG logf
 #define R_LOG1P log1pf
@@ -29,6 +30,7 @@ typedef double real;
 #define NN_SFX _f64
 #define NN_DTYPE NN_F64
 #define NN_BLAS_GEMM NN_BLAS(cblas_dgemm)
+#define NN_BLAS_GEMV NN_BLAS(cblas_dgemv)
 #define R_EXP exp
 #define R_LOG log
 #define R_LOG1P log1p
@@ -51,6 +53,14 @@ typedef double real;
 #define NN_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define NN_VECTOR_CLONES
+#endif
+
+/* NN_INLINE on a small helper of such a loop: inlined into each clone,
+ * so the helper's loops are compiled for AVX2 too. */
+#if defined(__GNUC__)
+#define NN_INLINE static inline __attribute__((always_inline))
+#else
+#define NN_INLINE static inline
 #endif
 
 /* FN(nn_relu) -> nn_relu_f32 or nn_relu_f64 */

@@ -11,9 +11,9 @@
 #endif
 
 NN_VECTOR_CLONES
-void FN(nn_sgd_update)(real *param, const real *grad, real *velocity,
-                       size_t n, double lr, double momentum, int nesterov,
-                       double weight_decay)
+void FN(nn_sgd_update)(real *restrict param, const real *restrict grad,
+                       real *restrict velocity, size_t n, double lr,
+                       double momentum, int nesterov, double weight_decay)
 {
     size_t i;
     real eta = (real)lr, mu = (real)momentum, wd = (real)weight_decay;
@@ -27,11 +27,39 @@ void FN(nn_sgd_update)(real *param, const real *grad, real *velocity,
         }
         return;
     }
-    for (i = 0; i < n; i++) {
-        real g = grad[i] + wd * param[i];
-        real v = mu * velocity[i] + g;
-        velocity[i] = v;
-        param[i] -= eta * (nesterov ? g + mu * v : v);
+    /* the nesterov test outside the loops, so each one vectorises */
+    if (nesterov) {
+        for (i = 0; i < n; i++) {
+            real g = grad[i] + wd * param[i];
+            real v = mu * velocity[i] + g;
+            velocity[i] = v;
+            param[i] -= eta * (g + mu * v);
+        }
+    } else {
+        for (i = 0; i < n; i++) {
+            real g = grad[i] + wd * param[i];
+            real v = mu * velocity[i] + g;
+            velocity[i] = v;
+            param[i] -= eta * v;
+        }
+    }
+}
+
+/* v (n) += wd param;  param (n) -= lr v: the rest of a momentum step
+ * once v holds mu v + the gradient */
+NN_VECTOR_CLONES
+static void FN(momentum_apply)(real *restrict param, real *restrict v,
+                               size_t n, real lr, real wd)
+{
+    size_t i;
+    if (wd != 0) {
+        for (i = 0; i < n; i++) {
+            v[i] += wd * param[i];
+            param[i] -= lr * v[i];
+        }
+    } else {
+        for (i = 0; i < n; i++)
+            param[i] -= lr * v[i];
     }
 }
 
@@ -56,13 +84,73 @@ static void FN(sgd_update_segment)(const nn_sgd *opt, size_t k)
                       opt->momentum, opt->nesterov, opt->weight_decay);
 }
 
-/* Update every segment that belongs to layer L (folded into backward). */
-void FN(nn_sgd_step_layer)(const nn_sgd *opt, const nn_layer *L)
+/* The segment holding layer L's parameters, or -1 when opt has none. */
+static long FN(segment_of_layer)(const nn_sgd *opt, const nn_layer *L)
 {
     size_t k;
     for (k = 0; k < opt->n_segments; k++)
         if (opt->segments[k].layer == L)
-            FN(sgd_update_segment)(opt, k);
+            return (long)k;
+    return -1;
+}
+
+/* db (O) = column sums of g (N, O) */
+static void FN(column_sums)(real *db, const real *g, size_t N, size_t O)
+{
+    size_t o;
+    for (o = 0; o < O; o++)
+        db[o] = 0;
+    FN(accumulate_column_sums)(db, g, N, O);
+}
+
+/*
+ * The SGD step of one Linear layer during a training step's backward,
+ * from the layer's input x (N, I) and its output gradient g (N, O). The
+ * weight gradient x^T g is folded into the update wherever the rule
+ * allows, so it is never written out and read back:
+ *   plain     W <- (1 - lr wd) W - lr x^T g      one GEMM (alpha -lr,
+ *                                                beta 1 - lr wd, C = W)
+ *   momentum  vW <- mu vW + x^T g                one GEMM (beta mu, C = vW)
+ *             vW += wd W;  W -= lr vW            one pass
+ *   nesterov  dW = x^T g (a GEMM into the gradient buffer), then
+ *             nn_sgd_update as in SGD.step
+ * The bias always goes through db = column sums of g and nn_sgd_update.
+ * These are nn_sgd_update's rules; only the rounding order differs.
+ * Layers the optimiser does not hold, or frozen ones, are left alone.
+ * W must not be needed any more: the input gradient g W^T comes first.
+ */
+nn_status FN(nn_sgd_linear_step)(const nn_sgd *opt, const nn_layer *L,
+                                 const real *x, const real *g, size_t N)
+{
+    long k = FN(segment_of_layer)(opt, L);
+    size_t I = L->in, O = L->out, nW = I * O;
+    real *W = (real *)L->W, *dW = (real *)L->dW;
+    real *v = k >= 0 ? FN(segment_velocity)(opt, (size_t)k) : NULL;
+    real lr = (real)opt->lr, wd = (real)opt->weight_decay;
+    nn_status st = NN_OK;
+    if (k < 0 || !L->trainable)
+        return NN_OK;
+    if (opt->momentum == 0 || !v) {
+        st = FN(nn_gemm)(1, 0, I, O, N, -lr, x, I, g, O,
+                         (real)(1.0 - opt->lr * opt->weight_decay), W, O);
+    } else if (!opt->nesterov) {
+        st = FN(nn_gemm)(1, 0, I, O, N, 1, x, I, g, O, (real)opt->momentum,
+                         v, O);
+        if (st == NN_OK)
+            FN(momentum_apply)(W, v, nW, lr, wd);
+    } else {
+        st = FN(nn_gemm)(1, 0, I, O, N, 1, x, I, g, O, 0, dW, O);
+        if (st == NN_OK)
+            FN(nn_sgd_update)(W, dW, v, nW, opt->lr, opt->momentum, 1,
+                              opt->weight_decay);
+    }
+    if (st != NN_OK || !L->b)
+        return st;
+    FN(column_sums)((real *)L->db, g, N, O);
+    FN(nn_sgd_update)((real *)L->b, (const real *)L->db, v ? v + nW : NULL,
+                      O, opt->lr, opt->momentum, opt->nesterov,
+                      opt->weight_decay);
+    return NN_OK;
 }
 
 /* Update every segment (SGD.step) */

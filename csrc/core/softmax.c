@@ -10,19 +10,52 @@
 #error "template: compiled through dtype_f32.c / dtype_f64.c"
 #endif
 
-static real FN(row_max)(const real *z, size_t C)
+#define NN_LANES 8
+
+/*
+ * Largest value of z (C), C >= 1, in NN_LANES independent running maxima
+ * so the loop vectorises (one chain of compares would not). A NaN may or
+ * may not come out as the maximum; callers do not depend on it: the NaN
+ * reaches the row's sum of exponentials, and so every value of the row,
+ * either way.
+ */
+NN_INLINE real FN(row_max)(const real *z, size_t C)
 {
-    /* branch-free: a select per value, NaN noted on the side (any NaN
-     * makes the row's maximum NaN) */
-    size_t c;
-    real m = z[0];
-    int nan = z[0] != z[0];
-    for (c = 1; c < C; c++) {
-        real v = z[c];
-        m = v > m ? v : m;
-        nan |= v != v;
+    real lane[NN_LANES], m;
+    size_t c, j;
+    if (C < NN_LANES) {
+        m = z[0];
+        for (c = 1; c < C; c++)
+            m = z[c] > m ? z[c] : m;
+        return m;
     }
-    return nan ? (real)NAN : m;
+    for (j = 0; j < NN_LANES; j++)
+        lane[j] = z[j];
+    for (c = NN_LANES; c + NN_LANES <= C; c += NN_LANES)
+        for (j = 0; j < NN_LANES; j++)
+            lane[j] = z[c + j] > lane[j] ? z[c + j] : lane[j];
+    for (; c < C; c++)
+        lane[0] = z[c] > lane[0] ? z[c] : lane[0];
+    m = lane[0];
+    for (j = 1; j < NN_LANES; j++)
+        m = lane[j] > m ? lane[j] : m;
+    return m;
+}
+
+/* Sum of e (C) in double, in NN_LANES independent partial sums (one
+ * chain of dependent adds would cost an add's latency per value). */
+NN_INLINE double FN(row_sum)(const real *e, size_t C)
+{
+    double lane[NN_LANES] = {0}, s = 0;
+    size_t c, j;
+    for (c = 0; c + NN_LANES <= C; c += NN_LANES)
+        for (j = 0; j < NN_LANES; j++)
+            lane[j] += (double)e[c + j];
+    for (; c < C; c++)
+        s += (double)e[c];
+    for (j = 0; j < NN_LANES; j++)
+        s += lane[j];
+    return s;
 }
 
 /* log sum_c e^(z_c - m) for one row with maximum m: the log-normaliser

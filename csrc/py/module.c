@@ -210,6 +210,76 @@ exit:
     return result;
 }
 
+/* Rows and columns of a 2-D array, or -1 with an error set: an array of
+ * dtype dt, C-contiguous (the binding's own test hook needs no more) */
+static int gemm_operand(PyObject *o, int dt, const char *name, int write,
+                        size_t *rows, size_t *cols)
+{
+    PyArrayObject *a = (PyArrayObject *)o;
+    if (!PyArray_Check(o) || PyArray_NDIM(a) != 2 ||
+        PyArray_TYPE(a) != nn_typenum(dt) || !PyArray_ISCARRAY_RO(a) ||
+        (write && !PyArray_ISWRITEABLE(a))) {
+        PyErr_Format(PyExc_ValueError,
+                     "_gemm: %s must be a %sC-contiguous 2-D array of A's "
+                     "float dtype", name, write ? "writable " : "");
+        return -1;
+    }
+    *rows = (size_t)PyArray_DIM(a, 0);
+    *cols = (size_t)PyArray_DIM(a, 1);
+    return 0;
+}
+
+/* _gemm(A, B, C, trans_a, trans_b, M, N, K, alpha, beta): C (M, N) =
+ * alpha op(A) op(B) + beta C through nn_gemm, in place. The arrays' column
+ * counts are the leading dimensions, so sub-blocks and strides are tested
+ * too. A test hook for every path of nn_gemm (gemv, small, ordinary). */
+static PyObject *gemm_hook(PyObject *m, PyObject *args)
+{
+    PyObject *A, *B, *C;
+    int ta, tb, dt;
+    Py_ssize_t M, N, K;
+    double alpha, beta;
+    size_t ar, ac, br, bc, cr, cc;
+    nn_status s;
+    if (!PyArg_ParseTuple(args, "OOOppnnndd:_gemm", &A, &B, &C, &ta, &tb, &M,
+                          &N, &K, &alpha, &beta))
+        return NULL;
+    if (!PyArray_Check(A) || (PyArray_TYPE((PyArrayObject *)A) != NPY_FLOAT32 &&
+                              PyArray_TYPE((PyArrayObject *)A) != NPY_FLOAT64)) {
+        PyErr_SetString(PyExc_ValueError, "_gemm: A must be float32 or float64");
+        return NULL;
+    }
+    dt = PyArray_TYPE((PyArrayObject *)A) == NPY_FLOAT32 ? NN_F32 : NN_F64;
+    if (gemm_operand(A, dt, "A", 0, &ar, &ac) < 0 ||
+        gemm_operand(B, dt, "B", 0, &br, &bc) < 0 ||
+        gemm_operand(C, dt, "C", 1, &cr, &cc) < 0)
+        return NULL;
+    if (M < 0 || N < 0 || K < 0 ||
+        (size_t)(ta ? K : M) > ar || (size_t)(ta ? M : K) > ac ||
+        (size_t)(tb ? N : K) > br || (size_t)(tb ? K : N) > bc ||
+        (size_t)M > cr || (size_t)N > cc) {
+        PyErr_SetString(PyExc_ValueError, "_gemm: M, N, K do not fit the arrays");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (dt == NN_F32)
+        s = nn_gemm_f32(ta, tb, (size_t)M, (size_t)N, (size_t)K, (float)alpha,
+                        PyArray_DATA((PyArrayObject *)A), ac,
+                        PyArray_DATA((PyArrayObject *)B), bc, (float)beta,
+                        PyArray_DATA((PyArrayObject *)C), cc);
+    else
+        s = nn_gemm_f64(ta, tb, (size_t)M, (size_t)N, (size_t)K, alpha,
+                        PyArray_DATA((PyArrayObject *)A), ac,
+                        PyArray_DATA((PyArrayObject *)B), bc, beta,
+                        PyArray_DATA((PyArrayObject *)C), cc);
+    Py_END_ALLOW_THREADS
+    if (s != NN_OK) {
+        nn_set_status_error(nn_state_of_module(m), s, "_gemm");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
     {"get_num_threads", get_num_threads, METH_NOARGS,
      "get_num_threads() -> int: threads nnlayers' OpenBLAS uses"},
@@ -228,6 +298,9 @@ static PyMethodDef module_methods[] = {
     {"use_reference_gemm", use_reference_gemm, METH_O,
      "use_reference_gemm(flag) -> old flag: route products through the "
      "naive GEMM (for cross-checks)"},
+    {"_gemm", gemm_hook, METH_VARARGS,
+     "_gemm(A, B, C, trans_a, trans_b, M, N, K, alpha, beta): test hook, "
+     "C = alpha op(A) op(B) + beta C in place through the core's gemm"},
     {"matmul", (PyCFunction)(void (*)(void))matmul,
      METH_VARARGS | METH_KEYWORDS,
      "matmul(a, b, out=None) -> a @ b through nnlayers' OpenBLAS"},

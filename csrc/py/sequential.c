@@ -686,8 +686,10 @@ static PyMethodDef Sequential_methods[] = {
     {"train_step", (PyCFunction)(void (*)(void))Sequential_train_step,
      METH_VARARGS | METH_KEYWORDS,
      "train_step(x, y, loss, optimizer) -> float\n\nForward, loss, backward "
-     "and SGD update in one C call with the GIL released. The gradients are "
-     "overwritten with this batch's; returns the batch loss."},
+     "and SGD update in one C call with the GIL released; returns the batch "
+     "loss. The weight gradient is folded into the update, so the gradient "
+     "buffers serve as scratch: call zero_grad() before your own "
+     "backward()."},
     {"_fit_epoch", (PyCFunction)(void (*)(void))Sequential_fit_epoch,
      METH_VARARGS | METH_KEYWORDS,
      "_fit_epoch(X, y, loss, optimizer, batch_size, order=None, "
