@@ -140,21 +140,22 @@ int nn_use_reference_gemm(int on)
 }
 
 /*
- * Threads by problem size are left to OpenBLAS: it runs products of at
- * most 4 * 65536 multiply-adds, and its small-matrix kernels, on the
- * calling thread alone, and splits bigger ones. Forcing one thread below a
- * larger size was measured slower on the 2-core machine (README,
- * Performance), and changing OpenBLAS's process-wide count per call would
- * race with nl.set_num_threads in other threads.
+ * Threads by problem size are left to OpenBLAS: it runs products of fewer
+ * than 2^19 multiply-adds on the calling thread alone, and splits bigger
+ * ones (on nnlayers' workers, pool.c). Cutting products into per-thread
+ * blocks ourselves (through OpenBLAS's batch interface) was measured no
+ * faster on the 2-core machine, and changing OpenBLAS's process-wide count
+ * per call would race with nl.set_num_threads in other threads.
  */
 int nn_blas_get_num_threads(void)
 {
     return NN_BLAS(openblas_get_num_threads)();
 }
 
-void nn_blas_set_num_threads(int n)
+nn_status nn_blas_set_num_threads(int n)
 {
     NN_BLAS(openblas_set_num_threads)(n);
+    return nn_pool_reserve(n);
 }
 
 const char *nn_blas_config(void)

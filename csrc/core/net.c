@@ -33,9 +33,12 @@ void nn_net_free(nn_net *net)
     nn_free(net->act);
     nn_free(net->grad[0]);
     nn_free(net->grad[1]);
-    nn_free(net->xb);
-    nn_free(net->tb);
-    nn_free(net->lb);
+    nn_free(net->xb[0]);
+    nn_free(net->xb[1]);
+    nn_free(net->tb[0]);
+    nn_free(net->tb[1]);
+    nn_free(net->lb[0]);
+    nn_free(net->lb[1]);
     memset(net, 0, sizeof *net);
 }
 
@@ -116,20 +119,54 @@ nn_status nn_net_reserve(nn_net *net, size_t N)
     return NN_OK;
 }
 
-/* Room to gather minibatches of `batch` rows (inputs, labels, targets). */
+/* Room to gather two minibatches of `batch` rows (inputs, labels, dense
+ * targets): each buffer grows on its own, the capacities are the smaller. */
 static nn_status reserve_gather(nn_net *net, size_t batch, size_t D, size_t C,
                                 int labels, int dense)
 {
-    size_t es = nn_dtype_size(net->dtype), xv, tv;
-    nn_status st;
+    size_t es = nn_dtype_size(net->dtype), xv, tv, k;
+    size_t cx[2] = {net->cap_xb, net->cap_xb}, ct[2] = {net->cap_tb, net->cap_tb};
+    size_t cl[2] = {net->cap_lb, net->cap_lb};
+    nn_status st = NN_OK;
     if (!nn_mul_size(batch, D, &xv) || !nn_mul_size(batch, C, &tv))
         return NN_ERR_OVERFLOW;
-    st = grow(&net->xb, &net->cap_xb, xv, es);
-    if (st == NN_OK && dense)
-        st = grow(&net->tb, &net->cap_tb, tv, es);
-    if (st == NN_OK && labels)
-        st = grow((void **)&net->lb, &net->cap_lb, batch, sizeof(int64_t));
+    for (k = 0; k < 2 && st == NN_OK; k++) {
+        st = grow(&net->xb[k], &cx[k], xv, es);
+        if (st == NN_OK && dense)
+            st = grow(&net->tb[k], &ct[k], tv, es);
+        if (st == NN_OK && labels)
+            st = grow((void **)&net->lb[k], &cl[k], batch, sizeof(int64_t));
+    }
+    net->cap_xb = cx[0] < cx[1] ? cx[0] : cx[1];
+    net->cap_tb = ct[0] < ct[1] ? ct[0] : ct[1];
+    net->cap_lb = cl[0] < cl[1] ? cl[0] : cl[1];
     return st;
+}
+
+/* Rows order[first + r] of X (and of T and labels), r in the chunk's
+ * range, into the gather buffers (one task chunk: NN_GATHER_ROWS rows). */
+static void gather_chunk(void *arg, size_t chunk)
+{
+    const nn_gather *g = arg;
+    size_t r = chunk * NN_GATHER_ROWS, end = r + NN_GATHER_ROWS;
+    if (end > g->count)
+        end = g->count;
+    for (; r < end; r++) {
+        size_t src = (size_t)g->order[r];
+        memcpy(g->x + r * g->x_row, g->X + src * g->x_row, g->x_row);
+        if (g->t)
+            memcpy(g->t + r * g->t_row, g->T + src * g->t_row, g->t_row);
+        if (g->l)
+            g->l[r] = g->labels[src];
+    }
+}
+
+void nn_gather_init(nn_task *task, nn_gather *g)
+{
+    memset(task, 0, sizeof *task);
+    task->fn = gather_chunk;
+    task->arg = g;
+    task->n_chunks = (g->count + NN_GATHER_ROWS - 1) / NN_GATHER_ROWS;
 }
 
 static nn_status prepare(nn_net *net, size_t N, size_t D)

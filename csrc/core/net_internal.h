@@ -24,6 +24,24 @@ nn_status nn_sgd_linear_step_##sfx(const nn_sgd *opt, const nn_layer *L,    \
                                    const real *x, const real *g, size_t N); \
 void nn_sgd_step_all_##sfx(const nn_sgd *opt);
 
+/* fit's gather of one minibatch: rows order[0..count) of X (and T,
+ * labels) into x (and t, l); row sizes in bytes. A task for the pool. */
+typedef struct nn_gather {
+    char *x;
+    const char *X;
+    size_t x_row;
+    char *t;                 /* NULL without dense targets */
+    const char *T;
+    size_t t_row;
+    int64_t *l;              /* NULL without labels */
+    const int64_t *labels;
+    const int64_t *order;
+    size_t count;
+} nn_gather;
+#define NN_GATHER_ROWS 2     /* rows per task chunk: a few microseconds */
+/* task: the chunks of g, for nn_task_post / nn_task_finish */
+void nn_gather_init(nn_task *task, nn_gather *g);
+
 NN_DECLARE_NET_IMPL(float, f32)
 NN_DECLARE_NET_IMPL(double, f64)
 

@@ -193,33 +193,33 @@ nn_status FN(nn_net_train_step_impl)(nn_net *net, const nn_sgd *opt,
     return FN(nn_net_backward_impl)(net, NULL, dpred, opt);
 }
 
-/* dst (count, D) = rows order[0..count) of src (n, D) */
-static void FN(gather_rows)(real *dst, const real *src, const int64_t *order,
-                            size_t count, size_t D)
+/* The gather of the minibatch of `count` rows starting at order[start]
+ * into gather buffers k. */
+static void FN(plan_gather)(nn_gather *g, nn_net *net, int k, const real *X,
+                            size_t D, const int64_t *labels, const real *T,
+                            size_t C, const int64_t *order, size_t start,
+                            size_t count)
 {
-    size_t r;
-    for (r = 0; r < count; r++)
-        memcpy(dst + r * D, src + (size_t)order[r] * D, D * sizeof(real));
+    g->x = (char *)net->xb[k];
+    g->X = (const char *)X;
+    g->x_row = D * sizeof(real);
+    g->t = T ? (char *)net->tb[k] : NULL;
+    g->T = (const char *)T;
+    g->t_row = C * sizeof(real);
+    g->l = labels ? net->lb[k] : NULL;
+    g->labels = labels;
+    g->order = order + start;
+    g->count = count;
 }
 
-/* Ask for rows order[0..count) of src (n, D) to be brought towards the
- * cache while the current batch computes, so the next gather reads from
- * cache rather than memory. A hint only: no effect on results. */
-static void FN(prefetch_rows)(const real *src, const int64_t *order,
-                              size_t count, size_t D)
-{
-#if defined(__GNUC__)
-    size_t r, off, bytes = D * sizeof(real);
-    for (r = 0; r < count; r++) {
-        const char *row = (const char *)(src + (size_t)order[r] * D);
-        for (off = 0; off < bytes; off += 64)
-            __builtin_prefetch(row + off, 0, 2);
-    }
-#else
-    (void)src; (void)order; (void)count; (void)D;
-#endif
-}
-
+/*
+ * With an order (shuffling), each minibatch is gathered into one of two
+ * buffers while the other trains: the gather of batch b + 1 is offered to
+ * the pool's idle workers (pool.c) before batch b trains, and whatever
+ * they have not done when batch b + 1 starts is done then, on this
+ * thread. Random rows of a big X come from memory, not cache; on a worker
+ * that wait overlaps the training step instead of adding to it.
+ */
 nn_status FN(nn_net_fit_epoch_impl)(nn_net *net, const nn_sgd *opt,
                                     nn_loss_kind loss, const real *X,
                                     size_t n, size_t D,
@@ -229,44 +229,54 @@ nn_status FN(nn_net_fit_epoch_impl)(nn_net *net, const nn_sgd *opt,
                                     void *ctx, nn_epoch_result *res)
 {
     size_t b, n_batches = (n + batch - 1) / batch;
+    nn_gather gather;
+    nn_task task;
+    nn_status st = NN_OK;
+    int k = 0;
+    if (order) {
+        FN(plan_gather)(&gather, net, 0, X, D, labels, T, C, order, 0,
+                        n < batch ? n : batch);
+        nn_gather_init(&task, &gather);
+        nn_task_post(&task);
+    }
     for (b = 0; b < n_batches; b++) {
         size_t start = b * batch, bs = n - start < batch ? n - start : batch;
         const real *xb = X + start * D;
         const int64_t *lb = labels ? labels + start : NULL;
         const real *tb = T ? T + start * C : NULL;
         double value = 0;
-        size_t correct = 0, r;
-        nn_status st;
+        size_t correct = 0;
         if (order) {
-            FN(gather_rows)((real *)net->xb, X, order + start, bs, D);
-            xb = (const real *)net->xb;
-            if (labels) {
-                for (r = 0; r < bs; r++)
-                    net->lb[r] = labels[order[start + r]];
-                lb = net->lb;
+            nn_task_finish(&task);   /* batch b is in buffers k */
+            xb = (const real *)net->xb[k];
+            lb = labels ? net->lb[k] : NULL;
+            tb = T ? (const real *)net->tb[k] : NULL;
+            if (b + 1 < n_batches) {
+                size_t next = start + bs;
+                FN(plan_gather)(&gather, net, k ^ 1, X, D, labels, T, C,
+                                order, next, n - next < batch ? n - next
+                                                              : batch);
+                nn_gather_init(&task, &gather);
+                nn_task_post(&task);
             }
-            if (T) {
-                FN(gather_rows)((real *)net->tb, T, order + start, bs, C);
-                tb = (const real *)net->tb;
-            }
-        }
-        if (order && b + 1 < n_batches) {
-            size_t next = start + bs;
-            size_t nbs = n - next < batch ? n - next : batch;
-            FN(prefetch_rows)(X, order + next, nbs, D);
+            k ^= 1;
         }
         st = FN(nn_net_train_step_impl)(net, opt, loss, xb, bs, lb, tb,
                                         &value, &correct);
         if (st != NN_OK) {
             res->failed_batch = b;
-            return st;
+            break;
         }
         res->loss_sum += value * (double)bs;
         res->correct += correct;
         res->seen += bs;
         if (progress && progress(ctx, b, n_batches, res->loss_sum,
-                                 res->correct, res->seen))
-            return NN_ERR_INTERRUPTED;
+                                 res->correct, res->seen)) {
+            st = NN_ERR_INTERRUPTED;
+            break;
+        }
     }
-    return NN_OK;
+    if (order && b + 1 < n_batches)
+        nn_task_finish(&task);   /* no worker may outlive this frame */
+    return st;
 }

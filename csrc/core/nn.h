@@ -74,11 +74,40 @@ double nn_rng_normal(nn_rng *rng);    /* standard normal (Box-Muller) */
 /* ------------------------------------------------------------------ */
 
 int nn_blas_get_num_threads(void);
-void nn_blas_set_num_threads(int n);
+/* Sets OpenBLAS's thread count and makes the pool's workers for it;
+ * NN_ERR_NOMEM when a thread cannot be started. */
+nn_status nn_blas_set_num_threads(int n);
 const char *nn_blas_config(void);
 /* 1: route every matrix product through the naive reference GEMM
  * (for cross-checks); 0: OpenBLAS (default). Returns the old value. */
 int nn_use_reference_gemm(int on);
+
+/* ------------------------------------------------------------------ */
+/* Worker threads (pool.c)                                             */
+/* ------------------------------------------------------------------ */
+
+/* Route OpenBLAS's parallel products to nnlayers' workers; 1 if done, 0
+ * if this OpenBLAS cannot (it then keeps its own threads). Call once,
+ * before the first product. */
+int nn_pool_install(void);
+int nn_pool_installed(void);
+/* Make the workers for `threads` threads in all (the caller is one). */
+nn_status nn_pool_reserve(int threads);
+int nn_pool_workers(void);
+
+/* Background work, cut into n_chunks chunks that run in any order on any
+ * thread: fn(arg, chunk) for chunk in [0, n_chunks). nn_task_post offers
+ * it to idle workers; nn_task_finish runs the chunks nobody took on the
+ * calling thread and returns when all are done. Every posted task must be
+ * finished before its memory goes. */
+typedef struct nn_task {
+    void (*fn)(void *arg, size_t chunk);
+    void *arg;
+    size_t n_chunks;
+    size_t next, done;   /* the pool's counters */
+} nn_task;
+void nn_task_post(nn_task *t);
+void nn_task_finish(nn_task *t);
 
 /* ------------------------------------------------------------------ */
 /* Layer kinds                                                         */
@@ -260,7 +289,8 @@ void nn_sgd_step(const nn_sgd *opt);
  * Workspace layout for a batch of N rows, widths w[0..L] (w[0] = input):
  *   act:  the output of layer i, (N, w[i+1]), at act + N * off[i]
  *   grad: two ping-pong buffers of N * max(w) values each
- *   xb, tb: a gathered minibatch of inputs and dense targets (fit)
+ *   xb, tb, lb: gathered minibatches of inputs, dense targets and labels
+ *           (fit), two of each: the next is gathered while one trains
  * The workspace grows (and only then allocates) when N or a width grows.
  */
 typedef struct nn_net {
@@ -275,11 +305,10 @@ typedef struct nn_net {
     size_t cap_grad;         /* values each gradient buffer holds */
     void *act;
     void *grad[2];
-    size_t cap_xb, cap_tb;
-    void *xb;
-    void *tb;
-    int64_t *lb;
-    size_t cap_lb;
+    size_t cap_xb, cap_tb, cap_lb;
+    void *xb[2];             /* fit: two minibatches, the one training and */
+    void *tb[2];             /* the next one being gathered */
+    int64_t *lb[2];
     const void *last_inp;    /* input of the last forward (not owned) */
 } nn_net;
 

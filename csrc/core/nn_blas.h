@@ -42,6 +42,20 @@ void NN_BLAS(cblas_dgemv)(int order, int trans, int M, int N, double alpha,
                           const double *A, int lda, const double *x, int incx,
                           double beta, double *y, int incy);
 
+/* OpenBLAS >= 0.3.28: hand the jobs of parallel products to the program's
+ * own threads (pool.c). Weak: NULL with an older OpenBLAS. */
+#if defined(__GNUC__) && defined(__ELF__)
+#define NN_WEAK __attribute__((weak))
+#else
+#define NN_WEAK
+#endif
+typedef void (*nn_blas_dojob)(int thread_num, void *jobdata, int dojob_data);
+typedef void (*nn_blas_threads_callback)(int sync, nn_blas_dojob dojob,
+                                         int numjobs, size_t jobdata_elsize,
+                                         void *jobdata, int dojob_data);
+NN_WEAK void NN_BLAS(openblas_set_threads_callback_function)(
+    nn_blas_threads_callback callback);
+
 void NN_BLAS(openblas_set_num_threads)(int n);
 int NN_BLAS(openblas_get_num_threads)(void);
 char *NN_BLAS(openblas_get_config)(void);

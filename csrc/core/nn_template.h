@@ -49,6 +49,7 @@ typedef double real;
  * bit-identical results. Off under sanitizers and on other compilers. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
     defined(__linux__) && !defined(__SANITIZE_ADDRESS__) &&             \
+    !defined(__SANITIZE_THREAD__) &&                                      \
     !defined(NN_NO_CLONES)
 #define NN_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else

@@ -6,6 +6,7 @@
 #define NN_BINDING_IMPORTS_ARRAY
 #include "binding.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* ---------------------------------------------------------------- */
@@ -89,7 +90,7 @@ static PyObject *get_num_threads(PyObject *m, PyObject *na)
 static PyObject *set_num_threads(PyObject *m, PyObject *arg)
 {
     long n = PyLong_AsLong(arg);
-    (void)m;
+    nn_status s;
     if (n == -1 && PyErr_Occurred())
         return NULL;
     if (n < 1 || n > 1024) {
@@ -98,8 +99,14 @@ static PyObject *set_num_threads(PyObject *m, PyObject *arg)
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    nn_blas_set_num_threads((int)n);
+    s = nn_blas_set_num_threads((int)n);
     Py_END_ALLOW_THREADS
+    if (s != NN_OK) {
+        PyErr_Format(PyExc_MemoryError,
+                     "set_num_threads(%ld): could not start the worker "
+                     "threads", n);
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -108,6 +115,15 @@ static PyObject *blas_config(PyObject *m, PyObject *na)
     (void)m;
     (void)na;
     return PyUnicode_FromString(nn_blas_config());
+}
+
+static PyObject *pool_info(PyObject *m, PyObject *na)
+{
+    (void)m;
+    (void)na;
+    return Py_BuildValue("{s:O,s:i}", "installed",
+                         nn_pool_installed() ? Py_True : Py_False, "workers",
+                         nn_pool_workers());
 }
 
 static PyObject *alloc_count(PyObject *m, PyObject *na)
@@ -287,6 +303,9 @@ static PyMethodDef module_methods[] = {
      "set_num_threads(n): set the threads nnlayers' OpenBLAS uses"},
     {"blas_config", blas_config, METH_NOARGS,
      "blas_config() -> str: OpenBLAS's own configuration string"},
+    {"_pool_info", pool_info, METH_NOARGS,
+     "_pool_info() -> {'installed': bool, 'workers': int}: nnlayers' own "
+     "worker threads (OpenBLAS's parallel products run on them)"},
     {"alloc_count", alloc_count, METH_NOARGS,
      "alloc_count() -> int: heap allocations made by the C core so far"},
     {"input_copies", input_copies, METH_NOARGS,
@@ -325,8 +344,13 @@ static int add_type(PyObject *m, PyType_Spec *spec, PyObject *base,
 static int module_exec(PyObject *m)
 {
     nn_module_state *st = nn_state_of_module(m);
+    const char *pool_env = getenv("NNLAYERS_POOL");
     if (PyArray_ImportNumPyAPI() < 0)
         return -1;
+    /* OpenBLAS's parallel products on nnlayers' own workers (pool.c),
+     * unless NNLAYERS_POOL=0 asks for OpenBLAS's own threads */
+    if (!(pool_env && strcmp(pool_env, "0") == 0))
+        nn_pool_install();
     if (add_type(m, &nn_buffer_spec, NULL, &st->BufferType) < 0 ||
         add_type(m, &nn_layer_spec, NULL, &st->LayerType) < 0 ||
         add_type(m, &nn_sequential_spec, NULL, &st->SequentialType) < 0 ||

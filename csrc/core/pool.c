@@ -1,0 +1,321 @@
+/*
+ * pool.c: nnlayers' worker threads.
+ *
+ * OpenBLAS can hand the jobs of a parallel product to the program instead
+ * of waking its own thread pool (openblas_set_threads_callback_function,
+ * OpenBLAS >= 0.3.28). nnlayers installs such a callback: job 0 runs on
+ * the calling thread, jobs 1.. on nnlayers' workers. Because the workers
+ * are nnlayers' own, they can also take the core's background work while
+ * no product needs them: fit gathers the next minibatch on a worker while
+ * the current one trains (net_step.c). OpenBLAS's own threads then stay
+ * asleep: two pools spinning on two cores would fight each other.
+ *
+ * The thread count stays OpenBLAS's (openblas_set/get_num_threads,
+ * nl.set_num_threads, threadpoolctl): the pool keeps that many workers
+ * minus one, made when a product first needs them.
+ *
+ * Rules that keep it simple:
+ *   - one parallel product at a time (group_lock): OpenBLAS indexes its
+ *     per-thread buffers by job number, so two products from two user
+ *     threads must not overlap;
+ *   - the jobs of a product run concurrently, one per thread (OpenBLAS's
+ *     level-3 jobs wait on each other), so a product never waits for
+ *     a worker that is busy with something else for long: background work
+ *     comes in small chunks and a worker checks for a job between chunks;
+ *   - one background task on offer at a time; whoever needs its result
+ *     finishes the unclaimed chunks itself (nn_task_finish), so it never
+ *     depends on a worker being free.
+ * An idle worker spins for NN_POOL_SPIN_NS, then sleeps until work comes.
+ * Workers block every signal: Ctrl-C goes to the thread that runs Python.
+ */
+#include "nn.h"
+#include "nn_blas.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+
+#define NN_POOL_MAX 64              /* workers at most (OpenBLAS's MAX_CPU) */
+#define NN_POOL_SPIN_NS 20000000L   /* 20 ms of spinning before sleeping */
+
+typedef nn_blas_dojob nn_dojob_fn;
+
+typedef struct nn_worker {
+    pthread_t thread;
+    int has_job;            /* atomic: 1 while a product's job waits/runs */
+    nn_dojob_fn dojob;      /* the job: dojob(thread_num, jobdata, data) */
+    void *jobdata;
+    int dojob_data;
+    int thread_num;
+    char pad[64];           /* keep workers' flags on separate lines */
+} nn_worker;
+
+static struct {
+    pthread_mutex_t lock;       /* n_workers, sleeping workers */
+    pthread_cond_t wake;
+    pthread_mutex_t group_lock; /* one parallel product at a time */
+    int n_workers;
+    int installed;
+    int max_threads;            /* OpenBLAS's table size (MAX_THREADS) */
+    int sleepers;               /* atomic: workers asleep (or going) */
+    unsigned long posts;        /* atomic: bumped whenever work is posted */
+    nn_task *task;              /* atomic: background task on offer */
+    int task_users;             /* atomic: workers inside a task's chunks */
+    nn_worker w[NN_POOL_MAX];
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, NULL, 0, {{0}}};
+
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static long elapsed_ns(const struct timespec *since)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (t.tv_sec - since->tv_sec) * 1000000000L +
+           (t.tv_nsec - since->tv_nsec);
+}
+
+/* ---- background tasks ---- */
+
+/* Claim and run one chunk of the task on offer; 1 if a chunk ran. */
+static int run_task_chunk(void)
+{
+    nn_task *t;
+    size_t c;
+    int ran = 0;
+    __atomic_add_fetch(&pool.task_users, 1, __ATOMIC_SEQ_CST);
+    t = __atomic_load_n(&pool.task, __ATOMIC_SEQ_CST);
+    if (t) {
+        c = __atomic_fetch_add(&t->next, 1, __ATOMIC_ACQ_REL);
+        if (c < t->n_chunks) {
+            t->fn(t->arg, c);
+            __atomic_add_fetch(&t->done, 1, __ATOMIC_RELEASE);
+            ran = 1;
+        }
+    }
+    __atomic_sub_fetch(&pool.task_users, 1, __ATOMIC_SEQ_CST);
+    return ran;
+}
+
+static void wake_sleepers(void)
+{
+    __atomic_add_fetch(&pool.posts, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&pool.sleepers, __ATOMIC_SEQ_CST) > 0) {
+        pthread_mutex_lock(&pool.lock);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.lock);
+    }
+}
+
+void nn_task_post(nn_task *t)
+{
+    t->next = 0;
+    t->done = 0;
+    if (pool.n_workers == 0)
+        return;   /* nobody to help: nn_task_finish does it all */
+    __atomic_store_n(&pool.task, t, __ATOMIC_SEQ_CST);
+    wake_sleepers();
+}
+
+void nn_task_finish(nn_task *t)
+{
+    size_t c;
+    while ((c = __atomic_fetch_add(&t->next, 1, __ATOMIC_ACQ_REL)) <
+           t->n_chunks) {
+        t->fn(t->arg, c);
+        __atomic_add_fetch(&t->done, 1, __ATOMIC_RELEASE);
+    }
+    while (__atomic_load_n(&t->done, __ATOMIC_ACQUIRE) < t->n_chunks)
+        cpu_relax();
+    /* withdraw it (unless another task replaced it), and wait until no
+     * worker still holds the pointer, so the caller may reuse t at once */
+    __atomic_compare_exchange_n(&pool.task, &t, NULL, 0, __ATOMIC_SEQ_CST,
+                                __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&pool.task_users, __ATOMIC_SEQ_CST) > 0)
+        cpu_relax();
+}
+
+/* ---- workers ---- */
+
+static int has_work(const nn_worker *w)
+{
+    return __atomic_load_n(&w->has_job, __ATOMIC_SEQ_CST) ||
+           __atomic_load_n(&pool.task, __ATOMIC_SEQ_CST) != NULL;
+}
+
+static void sleep_until_work(nn_worker *w)
+{
+    unsigned long seen = __atomic_load_n(&pool.posts, __ATOMIC_SEQ_CST);
+    pthread_mutex_lock(&pool.lock);
+    __atomic_add_fetch(&pool.sleepers, 1, __ATOMIC_SEQ_CST);
+    while (!has_work(w) &&
+           __atomic_load_n(&pool.posts, __ATOMIC_SEQ_CST) == seen)
+        pthread_cond_wait(&pool.wake, &pool.lock);
+    __atomic_sub_fetch(&pool.sleepers, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&pool.lock);
+}
+
+static void *worker_main(void *arg)
+{
+    nn_worker *w = arg;
+    struct timespec idle_since;
+    unsigned spins = 0;
+    clock_gettime(CLOCK_MONOTONIC, &idle_since);
+    for (;;) {
+        if (__atomic_load_n(&w->has_job, __ATOMIC_ACQUIRE)) {
+            w->dojob(w->thread_num, w->jobdata, w->dojob_data);
+            __atomic_store_n(&w->has_job, 0, __ATOMIC_RELEASE);
+        } else if (!run_task_chunk()) {
+            cpu_relax();
+            if (++spins % 1024 || elapsed_ns(&idle_since) < NN_POOL_SPIN_NS)
+                continue;
+            sleep_until_work(w);
+        }
+        spins = 0;
+        clock_gettime(CLOCK_MONOTONIC, &idle_since);
+    }
+    return NULL;
+}
+
+/* Make sure n workers exist; 0 or -1 if a thread could not be made. */
+static int ensure_workers(int n)
+{
+    sigset_t all, old;
+    int rc = 0;
+    if (n > pool.max_threads - 1)
+        return -1;   /* more than OpenBLAS can ask for */
+    if (__atomic_load_n(&pool.n_workers, __ATOMIC_ACQUIRE) >= n)
+        return 0;
+    pthread_mutex_lock(&pool.lock);
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);   /* inherited by the workers */
+    while (pool.n_workers < n) {
+        nn_worker *w = &pool.w[pool.n_workers];
+        w->has_job = 0;
+        if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+            rc = -1;
+            break;
+        }
+        pthread_detach(w->thread);
+        __atomic_store_n(&pool.n_workers, pool.n_workers + 1,
+                         __ATOMIC_RELEASE);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_mutex_unlock(&pool.lock);
+    return rc;
+}
+
+/*
+ * The thread number OpenBLAS is told for job i. OpenBLAS keys a per-thread
+ * buffer and a status word on it; its own (sleeping) threads watch status
+ * words 0, 1, ..., and one that sees its word flip keeps spinning instead
+ * of sleeping. So jobs count down from the top of OpenBLAS's tables
+ * (max_threads - 1, - 2, ...), where none of its threads look unless it
+ * was asked for more than half of max_threads.
+ */
+static int job_slot(int i)
+{
+    return pool.max_threads - 1 - i;
+}
+
+/*
+ * OpenBLAS's callback: run numjobs jobs at once, job i as
+ * dojob(slot, jobdata + i * elsize, dojob_data), and return when all are
+ * done. The workers for OpenBLAS's thread count are made when the count is
+ * set through nnlayers (nn_pool_reserve); a count raised behind its back
+ * (threadpoolctl) gets its workers here. Should a thread fail to start,
+ * the jobs run one after another on this thread: right for OpenBLAS's
+ * level-1 and level-2 jobs, while level-3 jobs wait for each other and
+ * would not finish (OpenBLAS's own pool has the same limit).
+ */
+static void run_parallel_jobs(int sync, nn_dojob_fn dojob, int numjobs,
+                              size_t elsize, void *jobdata, int dojob_data)
+{
+    int i, helpers = numjobs - 1;
+    (void)sync;   /* always synchronous: we return when every job is done */
+    if (numjobs <= 1 || ensure_workers(helpers) != 0) {
+        for (i = 0; i < numjobs; i++)
+            dojob(i, (char *)jobdata + (size_t)i * elsize, dojob_data);
+        return;
+    }
+    pthread_mutex_lock(&pool.group_lock);
+    for (i = 0; i < helpers; i++) {
+        nn_worker *w = &pool.w[i];
+        w->dojob = dojob;
+        w->jobdata = (char *)jobdata + (size_t)(i + 1) * elsize;
+        w->dojob_data = dojob_data;
+        w->thread_num = job_slot(i + 1);
+        __atomic_store_n(&w->has_job, 1, __ATOMIC_SEQ_CST);
+    }
+    wake_sleepers();
+    dojob(job_slot(0), jobdata, dojob_data);
+    for (i = 0; i < helpers; i++)
+        while (__atomic_load_n(&pool.w[i].has_job, __ATOMIC_ACQUIRE))
+            cpu_relax();
+    pthread_mutex_unlock(&pool.group_lock);
+}
+
+/* In a child after fork() the workers are gone: start again with none. */
+static void pool_after_fork_child(void)
+{
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    pthread_mutex_init(&pool.group_lock, NULL);
+    pool.n_workers = 0;
+    pool.sleepers = 0;
+    pool.task = NULL;
+    pool.task_users = 0;
+}
+
+/* MAX_THREADS=n from OpenBLAS's configuration string, or 0 */
+static int blas_max_threads(void)
+{
+    const char *c = NN_BLAS(openblas_get_config)();
+    const char *p = c ? strstr(c, "MAX_THREADS=") : NULL;
+    long n = 0;
+    if (!p)
+        return 0;
+    for (p += 12; *p >= '0' && *p <= '9' && n < 100000; p++)
+        n = n * 10 + (*p - '0');
+    return (int)n;
+}
+
+int nn_pool_install(void)
+{
+    if (pool.installed)
+        return 1;
+    if (!NN_BLAS(openblas_set_threads_callback_function))
+        return 0;   /* OpenBLAS too old: it keeps its own pool */
+    pool.max_threads = blas_max_threads();
+    if (pool.max_threads < 2 || pool.max_threads > NN_POOL_MAX + 1)
+        return 0;   /* tables of unknown size: leave OpenBLAS its threads */
+    if (pthread_atfork(NULL, NULL, pool_after_fork_child) != 0)
+        return 0;
+    NN_BLAS(openblas_set_threads_callback_function)(run_parallel_jobs);
+    pool.installed = 1;
+    nn_pool_reserve(NN_BLAS(openblas_get_num_threads)());
+    return 1;
+}
+
+int nn_pool_installed(void)
+{
+    return pool.installed;
+}
+
+nn_status nn_pool_reserve(int threads)
+{
+    if (!pool.installed || threads <= 1)
+        return NN_OK;
+    return ensure_workers(threads - 1) == 0 ? NN_OK : NN_ERR_NOMEM;
+}
+
+int nn_pool_workers(void)
+{
+    return __atomic_load_n(&pool.n_workers, __ATOMIC_ACQUIRE);
+}
