@@ -34,12 +34,19 @@ ARCHS = {
         nl.Tanh(), nl.Linear(4, 5, dtype=dt, seed=8), nl.Linear(5, 6, bias=False, dtype=dt, seed=9),
         nl.LeakyReLU(0.2), nl.Linear(6, 4, dtype=dt, seed=10), nl.Identity(),
         nl.Linear(4, 2, dtype=dt, seed=11)],
+    # a LeakyReLU with a negative slope cannot run in place over its Linear's
+    # output (the sign of the output no longer tells the sign of the input)
+    "negative_leaky": lambda dt: [
+        nl.Linear(4, 6, dtype=dt, seed=16), nl.LeakyReLU(-0.3),
+        nl.Linear(6, 5, dtype=dt, seed=17), nl.ReLU(),
+        nl.Linear(5, 3, dtype=dt, seed=18), nl.LeakyReLU(0.0)],
     "step_and_default_leaky": lambda dt: [
         nl.Linear(4, 5, dtype=dt, seed=12), nl.LeakyReLU(),
         nl.Linear(5, 5, dtype=dt, seed=13), nl.Step(),
         nl.Linear(5, 3, dtype=dt, seed=14), nl.Softmax(), nl.Linear(3, 2, dtype=dt, seed=15)],
 }
-GRADCHECK_ARCHS = ["tanh_sigmoid_softplus", "relu_logsoftmax", "cos_softmax", "mixed"]
+GRADCHECK_ARCHS = ["tanh_sigmoid_softplus", "relu_logsoftmax", "cos_softmax", "mixed",
+                   "negative_leaky"]
 
 
 def build(arch, dtype, rng):

@@ -33,11 +33,12 @@ static inline real FN(softplus_value)(real z)
 }
 
 /* f(z) for one value; the switch is hoisted out of loops by the callers
- * below through ACT_MAP. */
+ * below through ACT_MAP. out may be inp (an activation in place over its
+ * Linear's output), so no restrict here. */
 #define ACT_MAP(out, inp, n, expr)                                         \
     do {                                                                   \
-        real *restrict o_ = (out);                                         \
-        const real *restrict z_ = (inp);                                   \
+        real *o_ = (out);                                                  \
+        const real *z_ = (inp);                                            \
         size_t i_;                                                         \
         for (i_ = 0; i_ < (n); i_++) {                                     \
             real z = z_[i_];                                               \
@@ -67,7 +68,8 @@ void FN(nn_act_forward)(nn_kind kind, double slope, real *out,
 }
 
 /* dz = dout * f'(z), written as a loop over (dz, dout, z, a) */
-/* (dinp may not alias the others: the network uses separate buffers) */
+/* (dinp may not alias the others: the network uses separate buffers; z and
+ * a may be one buffer, only read) */
 #define ACT_VJP(dinp, dout, inp, out, n, deriv)                            \
     do {                                                                   \
         real *restrict dz_ = (dinp);                                       \

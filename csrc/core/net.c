@@ -42,12 +42,33 @@ void nn_net_free(nn_net *net)
     memset(net, 0, sizeof *net);
 }
 
-/* Widths for input width D into net->width; 0 or the failing layer + 1 */
+/* 1 when layer i is an activation that follows a Linear layer and can run
+ * in place over the Linear's output: its backward needs only its output
+ * a (sigmoid, tanh), or only the sign of its input, which a keeps (ReLU,
+ * LeakyReLU with a slope >= 0, step, identity). Softplus and cos need z. */
+int nn_net_act_in_place(const nn_net *net, size_t i)
+{
+    const nn_layer *L = net->layers[i];
+    if (i == 0 || net->layers[i - 1]->kind != NN_LINEAR)
+        return 0;
+    switch (L->kind) {
+    case NN_IDENTITY: case NN_RELU: case NN_SIGMOID: case NN_TANH:
+    case NN_STEP:
+        return 1;
+    case NN_LEAKY_RELU:
+        return L->slope >= 0;
+    default:
+        return 0;
+    }
+}
+
+/* Widths for input width D into net->width, and where each layer's output
+ * sits in the workspace (act_off; an in-place activation shares its
+ * Linear's block); 0 or the failing layer + 1 */
 static size_t fill_widths(nn_net *net, size_t D)
 {
-    size_t i, w = D, maxw = D;
+    size_t i, w = D, maxw = D, off = 0;
     net->width[0] = D;
-    net->act_off[0] = 0;
     for (i = 0; i < net->n_layers; i++) {
         const nn_layer *L = net->layers[i];
         if (L->kind == NN_LINEAR) {
@@ -55,11 +76,15 @@ static size_t fill_widths(nn_net *net, size_t D)
                 return i + 1;
             w = L->out;
         }
+        if (nn_net_act_in_place(net, i))
+            off -= w;   /* back onto the Linear's output */
         net->width[i + 1] = w;
-        net->act_off[i + 1] = net->act_off[i] + w;
+        net->act_off[i] = off;
+        off += w;
         if (w > maxw)
             maxw = w;
     }
+    net->act_off[net->n_layers] = off;
     net->max_width = maxw;
     return 0;
 }

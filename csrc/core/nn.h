@@ -184,7 +184,7 @@ nn_status nn_linear_backward_##sfx(real *dinp, real *dW, real *db,         \
                                    const real *W,                          \
                                    size_t N, size_t I, size_t O);          \
                                                                             \
-/* Elementwise activation over n values: out = f(inp). */                  \
+/* Elementwise activation over n values: out = f(inp); out may be inp. */  \
 void nn_act_forward_##sfx(nn_kind kind, double slope, real *out,           \
                           const real *inp, size_t n);                      \
 /* dinp = dout * f'(inp); uses out (= f(inp)) where that is cheaper. */    \
@@ -287,7 +287,9 @@ void nn_sgd_step(const nn_sgd *opt);
 
 /*
  * Workspace layout for a batch of N rows, widths w[0..L] (w[0] = input):
- *   act:  the output of layer i, (N, w[i+1]), at act + N * off[i]
+ *   act:  the output of layer i, (N, w[i+1]), at act + N * off[i]; an
+ *         activation right after a Linear layer shares the Linear's block
+ *         when its backward can do with its output (nn_net_act_in_place)
  *   grad: two ping-pong buffers of N * max(w) values each
  *   xb, tb, lb: gathered minibatches of inputs, dense targets and labels
  *           (fit), two of each: the next is gathered while one trains
@@ -321,6 +323,9 @@ void nn_net_free(nn_net *net);
  * error, *bad_layer receives the index of the first layer that rejects
  * its input width. */
 nn_status nn_net_resolve(nn_net *net, size_t D, size_t *bad_layer);
+
+/* 1 when layer i runs in place over the output of the Linear before it. */
+int nn_net_act_in_place(const nn_net *net, size_t i);
 
 /* Make sure the workspace fits N rows (allocates only when it grows). */
 nn_status nn_net_reserve(nn_net *net, size_t N);
