@@ -475,6 +475,33 @@ def test_train_step_makes_no_allocations_after_warmup(dtype, momentum, nesterov,
     assert _core.alloc_count() == before
 
 
+@pytest.mark.parametrize("sgd", [{}, {"momentum": 0.9}, {"momentum": 0.9, "nesterov": True}])
+def test_threaded_train_step_and_fit_make_no_core_allocations(sgd):
+    """With two threads and products big enough to be split: OpenBLAS's
+    jobs and the elementwise passes run on nnlayers' workers, fit gathers on
+    them; the core still allocates nothing after warm-up. (OpenBLAS's own
+    threaded level-3 driver mallocs its job table per split product; that is
+    OpenBLAS's allocator, not the core's.)"""
+    old = nl.get_num_threads()
+    nl.set_num_threads(2)
+    try:
+        rng = np.random.default_rng(13)
+        model = nl.Sequential(nl.Linear(256, 512, seed=0), nl.ReLU(), nl.Linear(512, 10, seed=1))
+        loss, opt = nl.SoftmaxCrossEntropy(), nl.SGD(model, lr=1e-3, **sgd)
+        X = rng.standard_normal((512, 256)).astype(np.float32)
+        y = rng.integers(0, 10, size=512)
+        for _ in range(3):
+            model.train_step(X[:128], y[:128], loss, opt)
+        model.fit(X, y, loss=loss, optimizer=opt, epochs=1, batch_size=128, seed=0, verbose=0)
+        before = _core.alloc_count()
+        for _ in range(200):
+            model.train_step(X[:128], y[:128], loss, opt)
+        model.fit(X, y, loss=loss, optimizer=opt, epochs=3, batch_size=128, seed=1, verbose=0)
+        assert _core.alloc_count() == before
+    finally:
+        nl.set_num_threads(old)
+
+
 def test_forward_backward_make_no_allocations_at_a_fixed_batch():
     model, x, _, _, _ = small_problem(np.float64)
     g = np.ones((4, 4))

@@ -31,8 +31,10 @@ def two_threads():
 
 
 def mid_model(seed=0):
-    return nl.Sequential(nl.Linear(256, 192, seed=seed), nl.ReLU(),
-                         nl.Linear(192, 128, seed=seed + 1), nl.ReLU(),
+    # 96 x 384 activations: big enough for the elementwise passes to be
+    # split between the threads too (NN_PAR_GRAIN)
+    return nl.Sequential(nl.Linear(256, 384, seed=seed), nl.ReLU(),
+                         nl.Linear(384, 128, seed=seed + 1), nl.Tanh(),
                          nl.Linear(128, 10, seed=seed + 2))
 
 
@@ -42,10 +44,10 @@ def mid_data(n=96, seed=3):
             rng.integers(0, 10, size=n))
 
 
-def train(model, X, y, steps=5, epochs=2, momentum=0.9):
+def train(model, X, y, steps=5, epochs=2, **sgd):
     """A few train_steps, then fit epochs with shuffling: the parameters."""
     loss = nl.SoftmaxCrossEntropy()
-    opt = nl.SGD(model, lr=0.05, momentum=momentum)
+    opt = nl.SGD(model, lr=0.05, **(sgd or {"momentum": 0.9}))
     for i in range(steps):
         model.train_step(X[i * 16:(i + 1) * 16 + 48], y[i * 16:(i + 1) * 16 + 48], loss, opt)
     model.fit(X, y, loss=loss, optimizer=opt, epochs=epochs, batch_size=40, seed=7,
@@ -77,21 +79,25 @@ RESULTS_SCRIPT = textwrap.dedent("""
     from test_pool import mid_model, mid_data, train
     nl.set_num_threads(2)
     X, y = mid_data()
-    params = train(mid_model(), X, y)
+    params = train(mid_model(), X, y, **{sgd!r})
     np.savez({out!r}, **params)
     print(nl._core._pool_info()["installed"])
 """)
 
 
-def test_results_are_bitwise_those_of_openblas_own_threads(two_threads, tmp_path):
-    """The same products split the same way: running OpenBLAS's jobs on
-    nnlayers' workers, and gathering on them, changes no bit."""
+@pytest.mark.parametrize("sgd", [{"momentum": 0.9}, {},
+                                 {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}])
+def test_results_are_bitwise_those_of_openblas_own_threads(two_threads, tmp_path, sgd):
+    """The same products split the same way, and elementwise passes split
+    by position: running OpenBLAS's jobs on nnlayers' workers, splitting
+    the elementwise passes and gathering on them changes no bit."""
     X, y = mid_data()
-    mine = train(mid_model(), X, y)
+    mine = train(mid_model(), X, y, **sgd)
     out = tmp_path / "openblas_threads.npz"
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, NNLAYERS_POOL="0")
-    done = subprocess.run([sys.executable, "-c", RESULTS_SCRIPT.format(here=here, out=str(out))],
+    script = RESULTS_SCRIPT.format(here=here, out=str(out), sgd=sgd)
+    done = subprocess.run([sys.executable, "-c", script],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"        # the child used OpenBLAS's threads

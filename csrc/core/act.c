@@ -128,3 +128,41 @@ void FN(nn_act_backward)(nn_kind kind, double slope, real *dinp,
         break;
     }
 }
+
+/* The same two passes over big blocks, split with the pool's workers. */
+typedef struct {
+    nn_kind kind;
+    double slope;
+    real *dst;
+    const real *a, *b, *c;
+} FN(act_args);
+
+static void FN(act_forward_piece)(void *arg, size_t lo, size_t hi)
+{
+    const FN(act_args) *p = arg;
+    FN(nn_act_forward)(p->kind, p->slope, p->dst + lo, p->a + lo, hi - lo);
+}
+
+static void FN(act_backward_piece)(void *arg, size_t lo, size_t hi)
+{
+    const FN(act_args) *p = arg;
+    FN(nn_act_backward)(p->kind, p->slope, p->dst + lo, p->a + lo, p->b + lo,
+                        p->c + lo, hi - lo);
+}
+
+void FN(nn_act_forward_par)(nn_kind kind, double slope, real *out,
+                            const real *inp, size_t n)
+{
+    FN(act_args) p = {kind, slope, out, inp, NULL, NULL};
+    nn_parallel_range(FN(act_forward_piece), &p, n, NN_PAR_GRAIN,
+                      NN_PAR_ALIGN);
+}
+
+void FN(nn_act_backward_par)(nn_kind kind, double slope, real *dinp,
+                             const real *dout, const real *inp,
+                             const real *out, size_t n)
+{
+    FN(act_args) p = {kind, slope, dinp, dout, inp, out};
+    nn_parallel_range(FN(act_backward_piece), &p, n, NN_PAR_GRAIN,
+                      NN_PAR_ALIGN);
+}

@@ -11,12 +11,26 @@
 #error "template: compiled through dtype_f32.c / dtype_f64.c"
 #endif
 
-/* out (N, O): every row = b (O) */
+/* out (N, O): every row = b (O); rows split between the threads when big */
+typedef struct {
+    real *out;
+    const real *b;
+    size_t O;
+} FN(fill_args);
+
+static void FN(fill_rows_piece)(void *arg, size_t lo, size_t hi)
+{
+    const FN(fill_args) *p = arg;
+    size_t n;
+    for (n = lo; n < hi; n++)
+        memcpy(p->out + n * p->O, p->b, p->O * sizeof(real));
+}
+
 static void FN(fill_rows)(real *out, const real *b, size_t N, size_t O)
 {
-    size_t n;
-    for (n = 0; n < N; n++)
-        memcpy(out + n * O, b, O * sizeof(real));
+    FN(fill_args) p = {out, b, O};
+    nn_parallel_range(FN(fill_rows_piece), &p, N,
+                      NN_PAR_GRAIN / O + 1, 1);
 }
 
 /* db (O) += column sums of dout (N, O) */

@@ -24,6 +24,11 @@ nn_status nn_sgd_linear_step_##sfx(const nn_sgd *opt, const nn_layer *L,    \
                                    const real *x, const real *g, size_t N); \
 void nn_sgd_step_all_##sfx(const nn_sgd *opt);
 
+/* Elementwise passes over at least 2 x this many values are split with
+ * the pool's workers (nn_parallel_range), in pieces on 64-byte edges. */
+#define NN_PAR_GRAIN 16384
+#define NN_PAR_ALIGN 16
+
 /* fit's gather of one minibatch: rows order[0..count) of X (and T,
  * labels) into x (and t, l); row sizes in bytes. A task for the pool. */
 typedef struct nn_gather {

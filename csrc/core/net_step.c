@@ -29,7 +29,7 @@ nn_status FN(nn_layer_forward)(const nn_layer *L, real *out, const real *inp,
     default:
         if (!nn_kind_is_elementwise(L->kind))
             return NN_ERR_ARG;
-        FN(nn_act_forward)(L->kind, L->slope, out, inp, N * width);
+        FN(nn_act_forward_par)(L->kind, L->slope, out, inp, N * width);
         return NN_OK;
     }
 }
@@ -55,7 +55,7 @@ nn_status FN(nn_layer_backward)(const nn_layer *L, real *dinp,
         if (!nn_kind_is_elementwise(L->kind))
             return NN_ERR_ARG;
         if (dinp)
-            FN(nn_act_backward)(L->kind, L->slope, dinp, dout, inp, out,
+            FN(nn_act_backward_par)(L->kind, L->slope, dinp, dout, inp, out,
                                 N * width);
         return NN_OK;
     }
@@ -93,7 +93,7 @@ nn_status FN(nn_net_forward_impl)(nn_net *net, const real *inp, size_t N)
                                        (const real *)L->b, N, w_in, w_out);
             if (st != NN_OK)
                 return st;
-            FN(nn_act_forward)(act->kind, act->slope, FN(net_act)(net, i + 1),
+            FN(nn_act_forward_par)(act->kind, act->slope, FN(net_act)(net, i + 1),
                                z, N * w_out);
             i++;
             continue;

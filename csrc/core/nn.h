@@ -108,6 +108,12 @@ typedef struct nn_task {
 } nn_task;
 void nn_task_post(nn_task *t);
 void nn_task_finish(nn_task *t);
+/* fn(arg, lo, hi) over pieces [lo, hi) covering [0, n), run on this
+ * thread and idle workers, returning when all are done. Pieces have at
+ * least `grain` items, and edges on multiples of `align` (keep threads off
+ * each other's cache lines); below 2 * grain, one call here. */
+void nn_parallel_range(void (*fn)(void *arg, size_t lo, size_t hi), void *arg,
+                       size_t n, size_t grain, size_t align);
 
 /* ------------------------------------------------------------------ */
 /* Layer kinds                                                         */
@@ -191,6 +197,12 @@ void nn_act_forward_##sfx(nn_kind kind, double slope, real *out,           \
 void nn_act_backward_##sfx(nn_kind kind, double slope, real *dinp,         \
                            const real *dout, const real *inp,              \
                            const real *out, size_t n);                     \
+/* The same two, with big blocks split between the threads (pool.c). */    \
+void nn_act_forward_par_##sfx(nn_kind kind, double slope, real *out,       \
+                              const real *inp, size_t n);                  \
+void nn_act_backward_par_##sfx(nn_kind kind, double slope, real *dinp,     \
+                               const real *dout, const real *inp,          \
+                               const real *out, size_t n);                 \
 /* Row-wise softmax and log-softmax, stable. out, inp (N, C). */           \
 void nn_softmax_forward_##sfx(real *out, const real *inp, size_t N,        \
                               size_t C);                                   \

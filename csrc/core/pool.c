@@ -5,10 +5,12 @@
  * of waking its own thread pool (openblas_set_threads_callback_function,
  * OpenBLAS >= 0.3.28). nnlayers installs such a callback: job 0 runs on
  * the calling thread, jobs 1.. on nnlayers' workers. Because the workers
- * are nnlayers' own, they can also take the core's background work while
- * no product needs them: fit gathers the next minibatch on a worker while
- * the current one trains (net_step.c). OpenBLAS's own threads then stay
- * asleep: two pools spinning on two cores would fight each other.
+ * are nnlayers' own, they can also take the core's other work while no
+ * product needs them: the elementwise passes over big blocks are split
+ * between the caller and the workers (nn_parallel_range), and fit gathers
+ * the next minibatch on a worker while the current one trains
+ * (net_step.c). OpenBLAS's own threads then stay asleep: two pools
+ * spinning on two cores would fight each other.
  *
  * The thread count stays OpenBLAS's (openblas_set/get_num_threads,
  * nl.set_num_threads, threadpoolctl): the pool keeps that many workers
@@ -22,9 +24,11 @@
  *     level-3 jobs wait on each other), so a product never waits for
  *     a worker that is busy with something else for long: background work
  *     comes in small chunks and a worker checks for a job between chunks;
- *   - one background task on offer at a time; whoever needs its result
- *     finishes the unclaimed chunks itself (nn_task_finish), so it never
- *     depends on a worker being free.
+ *   - one foreground and one background task on offer at a time (a second
+ *     one from another user thread is run by its owner alone); whoever
+ *     needs a task's result finishes the unclaimed chunks itself, so it
+ *     never depends on a worker being free;
+ *   - tasks use no more threads than OpenBLAS's count says right now.
  * An idle worker spins for NN_POOL_SPIN_NS, then sleeps until work comes.
  * Workers block every signal: Ctrl-C goes to the thread that runs Python.
  */
@@ -60,11 +64,14 @@ static struct {
     int max_threads;            /* OpenBLAS's table size (MAX_THREADS) */
     int sleepers;               /* atomic: workers asleep (or going) */
     unsigned long posts;        /* atomic: bumped whenever work is posted */
-    nn_task *task;              /* atomic: background task on offer */
+    nn_task *slot[2];           /* atomic: tasks on offer, FOREGROUND (a
+                                   caller waits for it) and BACKGROUND */
     int task_users;             /* atomic: workers inside a task's chunks */
     nn_worker w[NN_POOL_MAX];
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, NULL, 0, {{0}}};
+          PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, {NULL, NULL}, 0, {{0}}};
+
+enum { FOREGROUND = 0, BACKGROUND = 1 };
 
 static void cpu_relax(void)
 {
@@ -81,24 +88,39 @@ static long elapsed_ns(const struct timespec *since)
            (t.tv_nsec - since->tv_nsec);
 }
 
-/* ---- background tasks ---- */
+/* ---- tasks ---- */
 
-/* Claim and run one chunk of the task on offer; 1 if a chunk ran. */
+/* Threads a task may use now: OpenBLAS's count (which threadpoolctl may
+ * have lowered since the workers were made), at most the workers + 1. */
+static int usable_threads(void)
+{
+    int t = NN_BLAS(openblas_get_num_threads)();
+    int w = __atomic_load_n(&pool.n_workers, __ATOMIC_ACQUIRE);
+    return t < w + 1 ? t : w + 1;
+}
+
+/* Claim and run one chunk of the task in slot s; 1 if a chunk ran. */
+static int run_chunk_of(int s)
+{
+    nn_task *t = __atomic_load_n(&pool.slot[s], __ATOMIC_SEQ_CST);
+    size_t c;
+    if (!t)
+        return 0;
+    c = __atomic_fetch_add(&t->next, 1, __ATOMIC_ACQ_REL);
+    if (c >= t->n_chunks)
+        return 0;
+    t->fn(t->arg, c);
+    __atomic_add_fetch(&t->done, 1, __ATOMIC_RELEASE);
+    return 1;
+}
+
+/* A worker's turn at the tasks: a chunk of the foreground task if there
+ * is one (a caller waits for it), else of the background task. */
 static int run_task_chunk(void)
 {
-    nn_task *t;
-    size_t c;
-    int ran = 0;
+    int ran;
     __atomic_add_fetch(&pool.task_users, 1, __ATOMIC_SEQ_CST);
-    t = __atomic_load_n(&pool.task, __ATOMIC_SEQ_CST);
-    if (t) {
-        c = __atomic_fetch_add(&t->next, 1, __ATOMIC_ACQ_REL);
-        if (c < t->n_chunks) {
-            t->fn(t->arg, c);
-            __atomic_add_fetch(&t->done, 1, __ATOMIC_RELEASE);
-            ran = 1;
-        }
-    }
+    ran = run_chunk_of(FOREGROUND) || run_chunk_of(BACKGROUND);
     __atomic_sub_fetch(&pool.task_users, 1, __ATOMIC_SEQ_CST);
     return ran;
 }
@@ -113,19 +135,27 @@ static void wake_sleepers(void)
     }
 }
 
-void nn_task_post(nn_task *t)
+/* Offer t in slot s, if the slot is free (another user thread's task may
+ * hold it: then t is simply run by its owner) and threads may be used. */
+static void offer(nn_task *t, int s)
 {
+    nn_task *none = NULL;
     t->next = 0;
     t->done = 0;
-    if (pool.n_workers == 0)
-        return;   /* nobody to help: nn_task_finish does it all */
-    __atomic_store_n(&pool.task, t, __ATOMIC_SEQ_CST);
-    wake_sleepers();
+    if (usable_threads() < 2)
+        return;
+    if (__atomic_compare_exchange_n(&pool.slot[s], &none, t, 0,
+                                    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        wake_sleepers();
 }
 
-void nn_task_finish(nn_task *t)
+/* Run t's unclaimed chunks here, wait for the claimed ones, withdraw t
+ * from slot s and wait until no worker still holds it (the caller may
+ * reuse t's memory at once). */
+static void finish(nn_task *t, int s)
 {
     size_t c;
+    nn_task *mine = t;
     while ((c = __atomic_fetch_add(&t->next, 1, __ATOMIC_ACQ_REL)) <
            t->n_chunks) {
         t->fn(t->arg, c);
@@ -133,12 +163,63 @@ void nn_task_finish(nn_task *t)
     }
     while (__atomic_load_n(&t->done, __ATOMIC_ACQUIRE) < t->n_chunks)
         cpu_relax();
-    /* withdraw it (unless another task replaced it), and wait until no
-     * worker still holds the pointer, so the caller may reuse t at once */
-    __atomic_compare_exchange_n(&pool.task, &t, NULL, 0, __ATOMIC_SEQ_CST,
-                                __ATOMIC_SEQ_CST);
+    __atomic_compare_exchange_n(&pool.slot[s], &mine, NULL, 0,
+                                __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
     while (__atomic_load_n(&pool.task_users, __ATOMIC_SEQ_CST) > 0)
         cpu_relax();
+}
+
+void nn_task_post(nn_task *t)
+{
+    offer(t, BACKGROUND);
+}
+
+void nn_task_finish(nn_task *t)
+{
+    finish(t, BACKGROUND);
+}
+
+/* The chunks of a range task: [lo, hi) pieces of [0, n), edges on
+ * multiples of `align` items. */
+typedef struct {
+    void (*fn)(void *arg, size_t lo, size_t hi);
+    void *arg;
+    size_t n, chunks, align;
+} range_task;
+
+static void range_chunk(void *arg, size_t c)
+{
+    const range_task *r = arg;
+    size_t lo = r->n * c / r->chunks, hi = r->n * (c + 1) / r->chunks;
+    lo -= lo % r->align;
+    if (c + 1 < r->chunks)
+        hi -= hi % r->align;
+    if (lo < hi)
+        r->fn(r->arg, lo, hi);
+}
+
+void nn_parallel_range(void (*fn)(void *arg, size_t lo, size_t hi), void *arg,
+                       size_t n, size_t grain, size_t align)
+{
+    int threads = usable_threads();
+    range_task r;
+    nn_task t;
+    if (threads < 2 || n < 2 * grain) {
+        fn(arg, 0, n);
+        return;
+    }
+    r.fn = fn;
+    r.arg = arg;
+    r.n = n;
+    r.align = align ? align : 1;
+    r.chunks = n / grain;             /* two pieces per thread at most: */
+    if (r.chunks > 2 * (size_t)threads) /* some balance, little overhead */
+        r.chunks = 2 * (size_t)threads;
+    t.fn = range_chunk;
+    t.arg = &r;
+    t.n_chunks = r.chunks;
+    offer(&t, FOREGROUND);
+    finish(&t, FOREGROUND);
 }
 
 /* ---- workers ---- */
@@ -146,7 +227,8 @@ void nn_task_finish(nn_task *t)
 static int has_work(const nn_worker *w)
 {
     return __atomic_load_n(&w->has_job, __ATOMIC_SEQ_CST) ||
-           __atomic_load_n(&pool.task, __ATOMIC_SEQ_CST) != NULL;
+           __atomic_load_n(&pool.slot[FOREGROUND], __ATOMIC_SEQ_CST) ||
+           __atomic_load_n(&pool.slot[BACKGROUND], __ATOMIC_SEQ_CST);
 }
 
 static void sleep_until_work(nn_worker *w)
@@ -269,7 +351,7 @@ static void pool_after_fork_child(void)
     pthread_mutex_init(&pool.group_lock, NULL);
     pool.n_workers = 0;
     pool.sleepers = 0;
-    pool.task = NULL;
+    pool.slot[FOREGROUND] = pool.slot[BACKGROUND] = NULL;
     pool.task_users = 0;
 }
 

@@ -94,13 +94,56 @@ static long FN(segment_of_layer)(const nn_sgd *opt, const nn_layer *L)
     return -1;
 }
 
-/* db (O) = column sums of g (N, O) */
+/* db (O) = column sums of g (N, O); columns split between the threads
+ * when g is big */
+typedef struct {
+    real *db;
+    const real *g;
+    size_t N, O;
+} FN(colsum_args);
+
+static void FN(column_sums_piece)(void *arg, size_t lo, size_t hi)
+{
+    const FN(colsum_args) *p = arg;
+    size_t n, o;
+    for (o = lo; o < hi; o++)
+        p->db[o] = 0;
+    for (n = 0; n < p->N; n++) {
+        const real *row = p->g + n * p->O;
+        for (o = lo; o < hi; o++)
+            p->db[o] += row[o];
+    }
+}
+
 static void FN(column_sums)(real *db, const real *g, size_t N, size_t O)
 {
-    size_t o;
-    for (o = 0; o < O; o++)
-        db[o] = 0;
-    FN(accumulate_column_sums)(db, g, N, O);
+    FN(colsum_args) p = {db, g, N, O};
+    nn_parallel_range(FN(column_sums_piece), &p, O, NN_PAR_GRAIN / N + 1,
+                      NN_PAR_ALIGN);
+}
+
+/* The momentum and Nesterov passes over a layer's weights, split between
+ * the threads when big */
+typedef struct {
+    real *W;
+    const real *dW;
+    real *v;
+    const nn_sgd *opt;
+} FN(update_args);
+
+static void FN(momentum_piece)(void *arg, size_t lo, size_t hi)
+{
+    const FN(update_args) *p = arg;
+    FN(momentum_apply)(p->W + lo, p->v + lo, hi - lo, (real)p->opt->lr,
+                       (real)p->opt->weight_decay);
+}
+
+static void FN(nesterov_piece)(void *arg, size_t lo, size_t hi)
+{
+    const FN(update_args) *p = arg;
+    FN(nn_sgd_update)(p->W + lo, p->dW + lo, p->v + lo, hi - lo,
+                      p->opt->lr, p->opt->momentum, 1,
+                      p->opt->weight_decay);
 }
 
 /*
@@ -126,23 +169,24 @@ nn_status FN(nn_sgd_linear_step)(const nn_sgd *opt, const nn_layer *L,
     size_t I = L->in, O = L->out, nW = I * O;
     real *W = (real *)L->W, *dW = (real *)L->dW;
     real *v = k >= 0 ? FN(segment_velocity)(opt, (size_t)k) : NULL;
-    real lr = (real)opt->lr, wd = (real)opt->weight_decay;
+    FN(update_args) args = {W, dW, v, opt};
     nn_status st = NN_OK;
     if (k < 0 || !L->trainable)
         return NN_OK;
     if (opt->momentum == 0 || !v) {
-        st = FN(nn_gemm)(1, 0, I, O, N, -lr, x, I, g, O,
+        st = FN(nn_gemm)(1, 0, I, O, N, -(real)opt->lr, x, I, g, O,
                          (real)(1.0 - opt->lr * opt->weight_decay), W, O);
     } else if (!opt->nesterov) {
         st = FN(nn_gemm)(1, 0, I, O, N, 1, x, I, g, O, (real)opt->momentum,
                          v, O);
         if (st == NN_OK)
-            FN(momentum_apply)(W, v, nW, lr, wd);
+            nn_parallel_range(FN(momentum_piece), &args, nW, NN_PAR_GRAIN,
+                              NN_PAR_ALIGN);
     } else {
         st = FN(nn_gemm)(1, 0, I, O, N, 1, x, I, g, O, 0, dW, O);
         if (st == NN_OK)
-            FN(nn_sgd_update)(W, dW, v, nW, opt->lr, opt->momentum, 1,
-                              opt->weight_decay);
+            nn_parallel_range(FN(nesterov_piece), &args, nW, NN_PAR_GRAIN,
+                              NN_PAR_ALIGN);
     }
     if (st != NN_OK || !L->b)
         return st;
