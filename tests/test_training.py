@@ -509,3 +509,38 @@ def test_rejected_train_step_changes_nothing(bad):
     np.testing.assert_array_equal(opt._velocity(), vel)
     assert np.isfinite(model.train_step(X, y, loss, opt))
     assert not all_equal(params_of(model), before)
+
+
+def test_train_step_arguments_by_position_or_name():
+    """train_step parses its four arguments itself (vectorcall): by position,
+    by name, or mixed give the same step; a wrong call raises TypeError
+    naming the problem and leaves the model working."""
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    y = rng.integers(0, 3, size=6)
+
+    def fresh():
+        m = nl.Sequential(nl.Linear(4, 5, seed=1), nl.ReLU(), nl.Linear(5, 3, seed=2))
+        return m, nl.SoftmaxCrossEntropy(), None
+
+    results = []
+    for call in (lambda m, l, o: m.train_step(x, y, l, o),
+                 lambda m, l, o: m.train_step(x, y, loss=l, optimizer=o),
+                 lambda m, l, o: m.train_step(optimizer=o, loss=l, y=y, x=x)):
+        m, loss, _ = fresh()
+        opt = nl.SGD(m, lr=0.1)
+        results.append((call(m, loss, opt), m.parameters()["0.W"].copy()))
+    for value, W in results[1:]:
+        assert value == results[0][0]
+        np.testing.assert_array_equal(W, results[0][1])
+
+    m, loss, _ = fresh()
+    opt = nl.SGD(m, lr=0.1)
+    bad = [((x, y, loss), {}, "missing required argument 'optimizer'"),
+           ((x, y, loss, opt, 1), {}, "takes 4 arguments"),
+           ((x, y, loss, opt), {"loss": loss}, "multiple values for argument 'loss'"),
+           ((x, y, loss), {"opt": opt}, "unexpected keyword argument 'opt'")]
+    for args, kw, msg in bad:
+        with pytest.raises(TypeError, match=re.escape(msg)):
+            m.train_step(*args, **kw)
+    assert np.isfinite(m.train_step(x, y, loss, opt))

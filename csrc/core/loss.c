@@ -138,6 +138,7 @@ nn_status FN(nn_softmax_xent)(double *loss, real *dpred, const real *pred,
     for (n0 = 0; n0 < N; n0 += XENT_CHUNK) {
         size_t rows = N - n0 < XENT_CHUNK ? N - n0 : XENT_CHUNK;
         real m[XENT_CHUNK];
+        double s[XENT_CHUNK];
         real *block = dpred + n0 * C;
         for (r = 0; r < rows; r++) {
             const real *z = pred + (n0 + r) * C;
@@ -147,12 +148,13 @@ nn_status FN(nn_softmax_xent)(double *loss, real *dpred, const real *pred,
                 d[c] = z[c] - m[r];
         }
         ROW_EXP(block, rows * C);
-        for (r = 0; r < rows; r++) {
-            real *e = block + r * C;
-            total += FN(xent_row)(e, pred + (n0 + r) * C, m[r],
-                                  FN(row_sum)(e, C), labels, T, n0 + r, C,
-                                  invN);
-        }
+        /* the row sums in a loop of their own: independent rows, so
+         * they overlap in the pipeline instead of waiting on each log */
+        for (r = 0; r < rows; r++)
+            s[r] = FN(row_sum)(block + r * C, C);
+        for (r = 0; r < rows; r++)
+            total += FN(xent_row)(block + r * C, pred + (n0 + r) * C, m[r],
+                                  s[r], labels, T, n0 + r, C, invN);
     }
     *loss = total * invN;
     return NN_OK;

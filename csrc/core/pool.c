@@ -201,10 +201,10 @@ static void range_chunk(void *arg, size_t c)
 void nn_parallel_range(void (*fn)(void *arg, size_t lo, size_t hi), void *arg,
                        size_t n, size_t grain, size_t align)
 {
-    int threads = usable_threads();
+    int threads;
     range_task r;
     nn_task t;
-    if (threads < 2 || n < 2 * grain) {
+    if (n < 2 * grain || (threads = usable_threads()) < 2) {
         fn(arg, 0, n);
         return;
     }

@@ -131,6 +131,12 @@ extern uint64_t nn_input_copies;
 
 /* ---- busy guards (concurrent use from several threads) ---- */
 int nn_claim(nn_module_state *st, int *flag, const char *what);
+/* A METH_FASTCALL | METH_KEYWORDS method's n required arguments, by
+ * position or by the given names, into out[0..n): no argument tuple or
+ * dict is built. -1 with TypeError as PyArg_ParseTupleAndKeywords gives. */
+int nn_fast_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames, const char *const *names, int n,
+                 PyObject **out);
 #define nn_release(flag) (*(flag) = 0)
 
 #endif

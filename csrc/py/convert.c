@@ -379,3 +379,46 @@ int nn_claim(nn_module_state *st, int *flag, const char *what)
     *flag = 1;
     return 0;
 }
+
+int nn_fast_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames, const char *const *names, int n,
+                 PyObject **out)
+{
+    Py_ssize_t i, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    int j;
+    if (nargs > n) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s() takes %d arguments (%zd given)", fname, n, nargs);
+        return -1;
+    }
+    for (j = 0; j < n; j++)
+        out[j] = j < nargs ? args[j] : NULL;
+    for (i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        for (j = 0; j < n; j++)
+            if (PyUnicode_CompareWithASCIIString(key, names[j]) == 0)
+                break;
+        if (j == n) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() got an unexpected keyword argument %R", fname,
+                         key);
+            return -1;
+        }
+        if (out[j]) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() got multiple values for argument '%s'", fname,
+                         names[j]);
+            return -1;
+        }
+        out[j] = args[nargs + i];
+    }
+    for (j = 0; j < n; j++) {
+        if (!out[j]) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() missing required argument '%s' (pos %d)",
+                         fname, names[j], j + 1);
+            return -1;
+        }
+    }
+    return 0;
+}

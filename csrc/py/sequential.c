@@ -405,21 +405,26 @@ static void release_optimizer(nn_module_state *st, PyObject *opt_o)
         nn_release(&((SGDObject *)opt_o)->busy);
 }
 
+/* The hot call of a training loop: vectorcall, so no argument tuple. */
 static PyObject *Sequential_train_step(SequentialObject *self,
-                                       PyObject *args, PyObject *kw)
+                                       PyObject *const *args,
+                                       Py_ssize_t nargs, PyObject *kwnames)
 {
-    static char *kwlist[] = {"x", "y", "loss", "optimizer", NULL};
+    static const char *const names[] = {"x", "y", "loss", "optimizer"};
     nn_module_state *st = nn_state_of_type(Py_TYPE(self));
-    PyObject *x, *y, *loss_o, *opt_o, *result = NULL;
+    PyObject *a[4], *x, *y, *loss_o, *opt_o, *result = NULL;
     PyArrayObject *xa = NULL, *labels = NULL, *dense = NULL;
     LossObject *loss;
     SGDObject *opt;
     double value = 0;
     size_t N, D, C;
     nn_status s;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO:train_step", kwlist, &x,
-                                     &y, &loss_o, &opt_o))
+    if (nn_fast_args("train_step", args, nargs, kwnames, names, 4, a) < 0)
         return NULL;
+    x = a[0];
+    y = a[1];
+    loss_o = a[2];
+    opt_o = a[3];
     if (!st || claim_model(st, self) < 0)
         return NULL;
     if (check_optimizer(self, st, opt_o, loss_o) < 0) {
@@ -684,7 +689,7 @@ static PyMethodDef Sequential_methods[] = {
     {"zero_grad", (PyCFunction)Sequential_zero_grad, METH_NOARGS,
      "Set every gradient of the model to zero."},
     {"train_step", (PyCFunction)(void (*)(void))Sequential_train_step,
-     METH_VARARGS | METH_KEYWORDS,
+     METH_FASTCALL | METH_KEYWORDS,
      "train_step(x, y, loss, optimizer) -> float\n\nForward, loss, backward "
      "and SGD update in one C call with the GIL released; returns the batch "
      "loss. The weight gradient is folded into the update, so the gradient "
