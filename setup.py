@@ -12,7 +12,7 @@ import subprocess
 import numpy
 from setuptools import Extension, setup
 
-CORE = ["common.c", "net.c", "pool.c", "dtype_f32.c", "dtype_f64.c"]
+CORE = ["common.c", "net.c", "pool.c", "gemm_small.c", "dtype_f32.c", "dtype_f64.c"]
 PY = ["module.c", "convert.c", "layer.c", "sequential.c", "loss.c", "sgd.c"]
 
 sources = [f"csrc/core/{f}" for f in CORE] + [f"csrc/py/{f}" for f in PY]

@@ -14,9 +14,13 @@ from nnlayers import _core
 
 DTYPES = [np.float32, np.float64]
 # (M, N, K): single row, single column, both, K = 1, small, and one above
-# OpenBLAS's single-thread limit (2^19 multiply-adds)
+# OpenBLAS's single-thread limit (2^19 multiply-adds). N a multiple of 8
+# (with B not transposed) reaches the AVX2 kernel of gemm_small.c in
+# float32: whole 16-column panels, an 8-column one, rows left over after
+# blocks of 4, K = 1, and the largest size it takes (2^16)
 SHAPES = [(1, 7, 5), (6, 1, 5), (1, 1, 9), (4, 3, 1), (1, 300, 200), (300, 1, 200),
-          (5, 6, 7), (32, 32, 64), (80, 70, 120)]
+          (5, 6, 7), (32, 32, 64), (80, 70, 120),
+          (3, 8, 1), (5, 16, 7), (9, 24, 33), (7, 40, 2), (64, 32, 32), (8, 8, 8)]
 PAD = 3   # extra columns: lda, ldb, ldc wider than the operands
 
 

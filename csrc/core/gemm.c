@@ -7,7 +7,9 @@
  * A single row or column of C goes to gemv: OpenBLAS does not forward such
  * gemm calls to gemv on x86-64, and its gemm would pack all of B for one
  * row (a batch-1 predict was 2x slower than NumPy's matmul). Everything
- * else is one ordinary call; OpenBLAS keeps products of fewer than
+ * else, in float32 and below NN_SMALL_GEMM_MAX multiply-adds, goes to the
+ * AVX2 kernel of gemm_small.c (no packing) when the CPU has AVX2 and FMA;
+ * else it is one ordinary call; OpenBLAS keeps products of fewer than
  * NN_GEMM_ONE_THREAD multiply-adds on the calling thread, so tiny products
  * never wake its thread pool. For those, an overwrite (beta = 0) of a
  * contiguous C zeroes C with one memset first and asks OpenBLAS to add
@@ -111,6 +113,11 @@ nn_status FN(nn_gemm)(int trans_a, int trans_b, size_t M, size_t N, size_t K,
                          beta, C, ldc);
         return NN_OK;
     }
+#ifdef NN_REAL_IS_FLOAT
+    if (nn_small_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda,
+                                    B, ldb, beta, C, ldc))
+        return NN_OK;
+#endif
     if (beta == 0 && ldc == N && (double)M * N * K < NN_GEMM_ONE_THREAD) {
         /* OpenBLAS would zero C one column at a time: one memset here */
         FN(scale_matrix)(0, C, M, N, ldc);
