@@ -102,6 +102,7 @@ typedef struct {
     size_t N, O;
 } FN(colsum_args);
 
+NN_VECTOR_CLONES
 static void FN(column_sums_piece)(void *arg, size_t lo, size_t hi)
 {
     const FN(colsum_args) *p = arg;
