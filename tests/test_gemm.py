@@ -20,7 +20,9 @@ DTYPES = [np.float32, np.float64]
 # blocks of 4, K = 1, and the largest size it takes (2^16)
 SHAPES = [(1, 7, 5), (6, 1, 5), (1, 1, 9), (4, 3, 1), (1, 300, 200), (300, 1, 200),
           (5, 6, 7), (32, 32, 64), (80, 70, 120),
-          (3, 8, 1), (5, 16, 7), (9, 24, 33), (7, 40, 2), (64, 32, 32), (8, 8, 8)]
+          (3, 8, 1), (5, 16, 7), (9, 24, 33), (7, 40, 2), (64, 32, 32), (8, 8, 8),
+          # and with B transposed (copied back) when C has >= 16 rows
+          (16, 16, 16), (20, 32, 10), (33, 8, 50)]
 PAD = 3   # extra columns: lda, ldb, ldc wider than the operands
 
 

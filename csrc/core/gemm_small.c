@@ -13,11 +13,14 @@
  * multiply-add chain over k, as in OpenBLAS's kernels), B read a row of 16
  * at a time, A one value at a time (either layout).
  *
- * It takes only the products it was measured to win: B not transposed and N a multiple of 8, so every load and
- * store is a whole vector, at most NN_SMALL_GEMM_MAX multiply-adds. There
+ * It takes only the products it was measured to win: N a multiple of 8,
+ * so every load and store is a whole vector, at most NN_SMALL_GEMM_MAX
+ * multiply-adds, and B not transposed, or transposed but small enough to
+ * copy back (at most NN_SMALL_BT_MAX values, C of 16 rows or more). There
  * it is 1.2-4x faster than OpenBLAS (32 x 32 x 64: 1.7 vs 2.0 us; 8 x 8 x 8:
- * 0.03 vs 0.13 us); with a transposed B, or rows of C that end in a partial
- * vector, copying or masking cost more than OpenBLAS's packing and it lost.
+ * 0.03 vs 0.13 us; 32 x 32 x 10 with B transposed: 0.42 vs 0.56 us); rows
+ * of C that end in a partial vector, or bigger transposed copies, cost
+ * more than OpenBLAS's packing and lost.
  *
  * nn_small_sgemm returns 0 (and does nothing) for any other product, or
  * when the CPU lacks AVX2 or FMA: OpenBLAS then does it.
@@ -33,6 +36,10 @@
 
 #define NN_AVX2_FMA __attribute__((target("avx2,fma")))
 #define NN_KERNEL static inline __attribute__((always_inline, target("avx2,fma")))
+
+/* A transposed B is copied (transposed back) to the stack when it has at
+ * most this many values and C at least 16 rows to pay for the copy */
+#define NN_SMALL_BT_MAX 1024
 
 /*
  * One block of C: rows i .. i + R - 1 (R = 4 or 1), columns j .. j + 8 W - 1
@@ -99,12 +106,22 @@ NN_KERNEL void all_panels(const int TA, size_t M, size_t N, size_t K,
         column_panel(1, TA, M, K, alpha, A, lda, B, ldb, j, beta, C, ldc);
 }
 
-NN_AVX2_FMA static void small_sgemm_avx2(int trans_a, size_t M, size_t N,
-                                         size_t K, float alpha,
+NN_AVX2_FMA static void small_sgemm_avx2(int trans_a, int trans_b, size_t M,
+                                         size_t N, size_t K, float alpha,
                                          const float *A, size_t lda,
                                          const float *B, size_t ldb,
                                          float beta, float *C, size_t ldc)
 {
+    float bt[NN_SMALL_BT_MAX];
+    if (trans_b) {
+        /* B is (N, K): bt (K, N) = B^T, so op(B) is read by rows */
+        size_t k, j;
+        for (k = 0; k < K; k++)
+            for (j = 0; j < N; j++)
+                bt[k * N + j] = B[j * ldb + k];
+        B = bt;
+        ldb = N;
+    }
     if (trans_a)
         all_panels(1, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     else
@@ -129,10 +146,12 @@ int nn_small_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K,
                    size_t ldb, float beta, float *C, size_t ldc)
 {
 #ifdef NN_HAVE_SMALL_GEMM
-    if (trans_b || N % 8 != 0 || (double)M * N * K > NN_SMALL_GEMM_MAX ||
+    if (N % 8 != 0 || (double)M * N * K > NN_SMALL_GEMM_MAX ||
+        (trans_b && (K * N > NN_SMALL_BT_MAX || M < 16)) ||
         !cpu_has_avx2_fma())
         return 0;
-    small_sgemm_avx2(trans_a, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    small_sgemm_avx2(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta,
+                     C, ldc);
     return 1;
 #else
     (void)trans_a; (void)trans_b; (void)M; (void)N; (void)K; (void)alpha;
