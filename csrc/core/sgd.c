@@ -102,18 +102,10 @@ typedef struct {
     size_t N, O;
 } FN(colsum_args);
 
-NN_VECTOR_CLONES
 static void FN(column_sums_piece)(void *arg, size_t lo, size_t hi)
 {
     const FN(colsum_args) *p = arg;
-    size_t n, o;
-    for (o = lo; o < hi; o++)
-        p->db[o] = 0;
-    for (n = 0; n < p->N; n++) {
-        const real *row = p->g + n * p->O;
-        for (o = lo; o < hi; o++)
-            p->db[o] += row[o];
-    }
+    FN(column_sums_range)(p->db, p->g, p->N, p->O, lo, hi, 0);
 }
 
 static void FN(column_sums)(real *db, const real *g, size_t N, size_t O)
