@@ -22,7 +22,9 @@ SHAPES = [(1, 7, 5), (6, 1, 5), (1, 1, 9), (4, 3, 1), (1, 300, 200), (300, 1, 20
           (5, 6, 7), (32, 32, 64), (80, 70, 120),
           (3, 8, 1), (5, 16, 7), (9, 24, 33), (7, 40, 2), (64, 32, 32), (8, 8, 8),
           # and with B transposed (copied back) when C has >= 16 rows
-          (16, 16, 16), (20, 32, 10), (33, 8, 50)]
+          (16, 16, 16), (20, 32, 10), (33, 8, 50),
+          # A^T B with N not a multiple of 8 but M one: computed transposed
+          (32, 10, 32), (8, 3, 5), (16, 7, 40)]
 PAD = 3   # extra columns: lda, ldb, ldc wider than the operands
 
 
