@@ -114,8 +114,8 @@ nn_status FN(nn_gemm)(int trans_a, int trans_b, size_t M, size_t N, size_t K,
         return NN_OK;
     }
 #ifdef NN_REAL_IS_FLOAT
-    if (nn_small_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda,
-                                    B, ldb, beta, C, ldc))
+    if (nn_small_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb,
+                       beta, C, ldc))
         return NN_OK;
 #endif
     if (beta == 0 && ldc == N && (double)M * N * K < NN_GEMM_ONE_THREAD) {

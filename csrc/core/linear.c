@@ -30,7 +30,7 @@ static void FN(fill_rows)(real *out, const real *b, size_t N, size_t O)
 {
     FN(fill_args) p = {out, b, O};
     nn_parallel_range(FN(fill_rows_piece), &p, N,
-                      NN_PAR_GRAIN / O + 1, 1);
+                      NN_PAR_GRAIN / (O ? O : 1) + 1, 1);
 }
 
 /*
@@ -60,11 +60,28 @@ static void FN(column_sums_range)(real *out, const real *g, size_t N,
     }
 }
 
-/* db (O) += column sums of dout (N, O) */
-static void FN(accumulate_column_sums)(real *db, const real *dout, size_t N,
-                                       size_t O)
+/* db (O) (+)= column sums of g (N, O) (add: 1 adds, 0 overwrites);
+ * columns split between the threads when g is big */
+typedef struct {
+    real *db;
+    const real *g;
+    size_t N, O;
+    int add;
+} FN(colsum_args);
+
+static void FN(column_sums_piece)(void *arg, size_t lo, size_t hi)
 {
-    FN(column_sums_range)(db, dout, N, O, 0, O, 1);
+    const FN(colsum_args) *p = arg;
+    FN(column_sums_range)(p->db, p->g, p->N, p->O, lo, hi, p->add);
+}
+
+static void FN(column_sums)(real *db, const real *g, size_t N, size_t O,
+                            int add)
+{
+    FN(colsum_args) p = {db, g, N, O, add};
+    /* at least NN_PAR_GRAIN values a piece (N may be 0: an empty batch) */
+    nn_parallel_range(FN(column_sums_piece), &p, O,
+                      NN_PAR_GRAIN / (N ? N : 1) + 1, NN_PAR_ALIGN);
 }
 
 /* The bias goes in first and the product adds onto it (beta = 1): no
@@ -96,6 +113,6 @@ nn_status FN(nn_linear_backward)(real *dinp, real *dW, real *db,
             return st;
     }
     if (db)
-        FN(accumulate_column_sums)(db, dout, N, O);
+        FN(column_sums)(db, dout, N, O, 1);
     return NN_OK;
 }

@@ -5,10 +5,10 @@
  *
  * Fusions: a Linear's bias is the starting value of its GEMM's output
  * (beta = 1), and a following elementwise activation runs in one pass over
- * the whole output block; during a
- * training step the first layer's input gradient is skipped, and each
- * layer's SGD update runs inside the backward sweep, with the weight
- * gradient folded into the update's GEMM (sgd.c, nn_sgd_linear_step).
+ * the whole output block; during a training step the first layer's input
+ * gradient is skipped, and each layer's SGD update runs inside the
+ * backward sweep, with the weight gradient folded into the update's GEMM
+ * (sgd.c, nn_sgd_linear_step).
  */
 #ifndef NN_SFX
 #error "template: compiled through dtype_f32.c / dtype_f64.c"
@@ -55,8 +55,8 @@ nn_status FN(nn_layer_backward)(const nn_layer *L, real *dinp,
         if (!nn_kind_is_elementwise(L->kind))
             return NN_ERR_ARG;
         if (dinp)
-            FN(nn_act_backward_par)(L->kind, L->slope, dinp, dout, inp, out,
-                                N * width);
+            FN(nn_act_backward_par)(L->kind, L->slope, dinp, dout, inp,
+                                    out, N * width);
         return NN_OK;
     }
 }
@@ -93,8 +93,8 @@ nn_status FN(nn_net_forward_impl)(nn_net *net, const real *inp, size_t N)
                                        (const real *)L->b, N, w_in, w_out);
             if (st != NN_OK)
                 return st;
-            FN(nn_act_forward_par)(act->kind, act->slope, FN(net_act)(net, i + 1),
-                               z, N * w_out);
+            FN(nn_act_forward_par)(act->kind, act->slope,
+                                   FN(net_act)(net, i + 1), z, N * w_out);
             i++;
             continue;
         }

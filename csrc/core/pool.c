@@ -43,12 +43,10 @@
 #define NN_POOL_MAX 64              /* workers at most (OpenBLAS's MAX_CPU) */
 #define NN_POOL_SPIN_NS 20000000L   /* 20 ms of spinning before sleeping */
 
-typedef nn_blas_dojob nn_dojob_fn;
-
 typedef struct nn_worker {
     pthread_t thread;
     int has_job;            /* atomic: 1 while a product's job waits/runs */
-    nn_dojob_fn dojob;      /* the job: dojob(thread_num, jobdata, data) */
+    nn_blas_dojob dojob;      /* the job: dojob(thread_num, jobdata, data) */
     void *jobdata;
     int dojob_data;
     int thread_num;
@@ -316,7 +314,7 @@ static int job_slot(int i)
  * level-1 and level-2 jobs, while level-3 jobs wait for each other and
  * would not finish (OpenBLAS's own pool has the same limit).
  */
-static void run_parallel_jobs(int sync, nn_dojob_fn dojob, int numjobs,
+static void run_parallel_jobs(int sync, nn_blas_dojob dojob, int numjobs,
                               size_t elsize, void *jobdata, int dojob_data)
 {
     int i, helpers = numjobs - 1;

@@ -94,27 +94,6 @@ static long FN(segment_of_layer)(const nn_sgd *opt, const nn_layer *L)
     return -1;
 }
 
-/* db (O) = column sums of g (N, O); columns split between the threads
- * when g is big */
-typedef struct {
-    real *db;
-    const real *g;
-    size_t N, O;
-} FN(colsum_args);
-
-static void FN(column_sums_piece)(void *arg, size_t lo, size_t hi)
-{
-    const FN(colsum_args) *p = arg;
-    FN(column_sums_range)(p->db, p->g, p->N, p->O, lo, hi, 0);
-}
-
-static void FN(column_sums)(real *db, const real *g, size_t N, size_t O)
-{
-    FN(colsum_args) p = {db, g, N, O};
-    nn_parallel_range(FN(column_sums_piece), &p, O, NN_PAR_GRAIN / N + 1,
-                      NN_PAR_ALIGN);
-}
-
 /* The momentum and Nesterov passes over a layer's weights, split between
  * the threads when big */
 typedef struct {
@@ -183,7 +162,7 @@ nn_status FN(nn_sgd_linear_step)(const nn_sgd *opt, const nn_layer *L,
     }
     if (st != NN_OK || !L->b)
         return st;
-    FN(column_sums)((real *)L->db, g, N, O);
+    FN(column_sums)((real *)L->db, g, N, O, 0);
     FN(nn_sgd_update)((real *)L->b, (const real *)L->db, v ? v + nW : NULL,
                       O, opt->lr, opt->momentum, opt->nesterov,
                       opt->weight_decay);
