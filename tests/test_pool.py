@@ -65,10 +65,13 @@ def test_pool_is_installed_with_the_pinned_openblas():
 
 
 def test_set_num_threads_makes_the_workers(two_threads):
-    if POOL_OFF:
-        pytest.skip("NNLAYERS_POOL=0: OpenBLAS keeps its own threads")
     nl.set_num_threads(3)
-    assert _core._pool_info()["workers"] >= 2
+    assert nl.get_num_threads() == 3
+    workers = _core._pool_info()["workers"]
+    if POOL_OFF:    # NNLAYERS_POOL=0: OpenBLAS keeps its threads, none of ours
+        assert workers == 0
+    else:
+        assert workers >= 2
 
 
 RESULTS_SCRIPT = textwrap.dedent("""
