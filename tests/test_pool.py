@@ -30,6 +30,15 @@ def two_threads():
     nl.set_num_threads(old)
 
 
+@pytest.fixture
+def no_split():
+    """Training steps whole, products split by OpenBLAS (as with NNLAYERS_POOL=0,
+    where there is no batch split)."""
+    old = _core._split_mode(0)
+    yield
+    _core._split_mode(old)
+
+
 def mid_model(seed=0):
     # 96 x 384 activations: big enough for the elementwise passes to be
     # split between the threads too (NN_PAR_GRAIN)
@@ -90,10 +99,12 @@ RESULTS_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.parametrize("sgd", [{"momentum": 0.9}, {},
                                  {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}])
-def test_results_are_bitwise_those_of_openblas_own_threads(two_threads, tmp_path, sgd):
+def test_results_are_bitwise_those_of_openblas_own_threads(two_threads, no_split, tmp_path,
+                                                          sgd):
     """The same products split the same way, and elementwise passes split
     by position: running OpenBLAS's jobs on nnlayers' workers, splitting
-    the elementwise passes and gathering on them changes no bit."""
+    the elementwise passes and gathering on them changes no bit. (The batch
+    split of training steps, off here, is compared in test_split.py.)"""
     X, y = mid_data()
     mine = train(mid_model(), X, y, **sgd)
     out = tmp_path / "openblas_threads.npz"

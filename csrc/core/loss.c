@@ -111,12 +111,13 @@ NN_INLINE double FN(xent_row)(real *e, const real *z, real m, double s,
 #define XENT_CHUNK 128
 
 NN_VECTOR_CLONES
-nn_status FN(nn_softmax_xent)(double *loss, real *dpred, const real *pred,
-                              const int64_t *labels, const real *T, size_t N,
-                              size_t C)
+static nn_status FN(softmax_xent_rows)(double *sum, real *dpred,
+                                       const real *pred,
+                                       const int64_t *labels, const real *T,
+                                       size_t N, size_t C, double invN)
 {
     size_t n, n0, r, c;
-    double total = 0, invN = 1.0 / (double)N;
+    double total = 0;
     if (labels && FN(check_labels)(labels, N, C) != NN_OK)
         return NN_ERR_LABEL;
     if (!labels && !T)
@@ -129,7 +130,7 @@ nn_status FN(nn_softmax_xent)(double *loss, real *dpred, const real *pred,
             double s = exp(FN(row_log_shifted_sum)(z, C, m));
             total += FN(xent_row)(NULL, z, m, s, labels, T, n, C, invN);
         }
-        *loss = total * invN;
+        *sum = total;
         return NN_OK;
     }
     /* Chunks of rows: shifted logits for the whole chunk, one exp pass
@@ -156,15 +157,16 @@ nn_status FN(nn_softmax_xent)(double *loss, real *dpred, const real *pred,
             total += FN(xent_row)(block + r * C, pred + (n0 + r) * C, m[r],
                                   s[r], labels, T, n0 + r, C, invN);
     }
-    *loss = total * invN;
+    *sum = total;
     return NN_OK;
 }
 
-nn_status FN(nn_nll)(double *loss, real *dpred, const real *pred,
-                     const int64_t *labels, const real *T, size_t N, size_t C)
+static nn_status FN(nll_rows)(double *sum, real *dpred, const real *pred,
+                              const int64_t *labels, const real *T, size_t N,
+                              size_t C, double invN)
 {
     size_t n, c;
-    double total = 0, invN = 1.0 / (double)N;
+    double total = 0;
     if (labels && FN(check_labels)(labels, N, C) != NN_OK)
         return NN_ERR_LABEL;
     if (!labels && !T)
@@ -190,15 +192,16 @@ nn_status FN(nn_nll)(double *loss, real *dpred, const real *pred,
             }
         }
     }
-    *loss = total * invN;
+    *sum = total;
     return NN_OK;
 }
 
-nn_status FN(nn_binary_xent)(double *loss, real *dpred, const real *pred,
-                             const real *T, size_t N, size_t C)
+static nn_status FN(binary_xent_rows)(double *sum, real *dpred,
+                                      const real *pred, const real *T,
+                                      size_t N, size_t C, double invN)
 {
     size_t i, n = N * C;
-    double total = 0, invN = 1.0 / (double)N;
+    double total = 0;
     if (!T)
         return NN_ERR_ARG;
     for (i = 0; i < n; i++) {
@@ -210,15 +213,15 @@ nn_status FN(nn_binary_xent)(double *loss, real *dpred, const real *pred,
             dpred[i] = (real)((s - y) * invN);
         }
     }
-    *loss = total * invN;
+    *sum = total;
     return NN_OK;
 }
 
-nn_status FN(nn_mse)(double *loss, real *dpred, const real *pred,
-                     const real *T, size_t N, size_t C)
+static nn_status FN(mse_rows)(double *sum, real *dpred, const real *pred,
+                              const real *T, size_t N, size_t C, double invN)
 {
     size_t i, n = N * C;
-    double total = 0, invN = 1.0 / (double)N;
+    double total = 0;
     if (!T)
         return NN_ERR_ARG;
     for (i = 0; i < n; i++) {
@@ -227,8 +230,70 @@ nn_status FN(nn_mse)(double *loss, real *dpred, const real *pred,
         if (dpred)
             dpred[i] = (real)(d * invN);
     }
-    *loss = total * invN;
+    *sum = total;
     return NN_OK;
+}
+
+/*
+ * Rows [0, N) of a larger batch: *sum receives the sum of their losses and
+ * dpred their gradients, scaled by invN (1 / the whole batch's rows), so
+ * the parts of a batch split between threads add up to the batch's loss.
+ */
+nn_status FN(nn_loss_rows)(nn_loss_kind kind, double *sum, real *dpred,
+                           const real *pred, const int64_t *labels,
+                           const real *T, size_t N, size_t C, double invN)
+{
+    switch (kind) {
+    case NN_LOSS_SOFTMAX_XENT:
+        return FN(softmax_xent_rows)(sum, dpred, pred, labels, T, N, C, invN);
+    case NN_LOSS_NLL:
+        return FN(nll_rows)(sum, dpred, pred, labels, T, N, C, invN);
+    case NN_LOSS_BINARY_XENT:
+        return FN(binary_xent_rows)(sum, dpred, pred, T, N, C, invN);
+    case NN_LOSS_MSE:
+        return FN(mse_rows)(sum, dpred, pred, T, N, C, invN);
+    }
+    return NN_ERR_ARG;
+}
+
+/* The whole batch: the mean loss */
+static nn_status FN(loss_mean)(nn_loss_kind kind, double *loss, real *dpred,
+                               const real *pred, const int64_t *labels,
+                               const real *T, size_t N, size_t C)
+{
+    double invN = 1.0 / (double)N, sum = 0;
+    nn_status st = FN(nn_loss_rows)(kind, &sum, dpred, pred, labels, T, N,
+                                    C, invN);
+    if (st == NN_OK)
+        *loss = sum * invN;
+    return st;
+}
+
+nn_status FN(nn_softmax_xent)(double *loss, real *dpred, const real *pred,
+                              const int64_t *labels, const real *T, size_t N,
+                              size_t C)
+{
+    return FN(loss_mean)(NN_LOSS_SOFTMAX_XENT, loss, dpred, pred, labels, T,
+                         N, C);
+}
+
+nn_status FN(nn_nll)(double *loss, real *dpred, const real *pred,
+                     const int64_t *labels, const real *T, size_t N, size_t C)
+{
+    return FN(loss_mean)(NN_LOSS_NLL, loss, dpred, pred, labels, T, N, C);
+}
+
+nn_status FN(nn_binary_xent)(double *loss, real *dpred, const real *pred,
+                             const real *T, size_t N, size_t C)
+{
+    return FN(loss_mean)(NN_LOSS_BINARY_XENT, loss, dpred, pred, NULL, T, N,
+                         C);
+}
+
+nn_status FN(nn_mse)(double *loss, real *dpred, const real *pred,
+                     const real *T, size_t N, size_t C)
+{
+    return FN(loss_mean)(NN_LOSS_MSE, loss, dpred, pred, NULL, T, N, C);
 }
 
 static size_t FN(row_argmax)(const real *z, size_t C)

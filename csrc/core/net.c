@@ -39,6 +39,7 @@ void nn_net_free(nn_net *net)
     nn_free(net->tb[1]);
     nn_free(net->lb[0]);
     nn_free(net->lb[1]);
+    nn_free(net->gstack);
     memset(net, 0, sizeof *net);
 }
 
@@ -142,6 +143,57 @@ nn_status nn_net_reserve(nn_net *net, size_t N)
         return st;
     net->cap_grad = cap_g0 < cap_g1 ? cap_g0 : cap_g1;
     return NN_OK;
+}
+
+nn_status nn_net_reserve_split(nn_net *net, size_t N)
+{
+    size_t i, per_row = 0, values;
+    for (i = 1; i <= net->n_layers; i++)
+        per_row += net->width[i];
+    if (!nn_mul_size(N, per_row, &values))
+        return NN_ERR_OVERFLOW;
+    return grow(&net->gstack, &net->cap_gstack, values,
+                nn_dtype_size(net->dtype));
+}
+
+static int split_mode = -1;
+
+int nn_set_split_mode(int mode)
+{
+    int old = split_mode;
+    split_mode = mode < 0 ? -1 : mode > 0;
+    return old;
+}
+
+/*
+ * Whether a training step of N rows should split its batch between
+ * threads (net_step.c, train_step_split), and into how many parts: each
+ * part must have NN_SPLIT_MIN_ROWS rows, and the step's products must be
+ * big enough that two waits for the other threads cost little, yet small
+ * enough that OpenBLAS's own split of each product is not better.
+ */
+#define NN_SPLIT_MIN_ROWS 16
+#define NN_SPLIT_MIN_MACS 1.5e6     /* multiply-adds of a step's products */
+#define NN_SPLIT_MAX_MACS 2.0e9
+
+int nn_split_worth(const nn_net *net, size_t N)
+{
+    size_t i;
+    double macs = 0;
+    if (split_mode == 0 || N < 2)
+        return 0;
+    if (split_mode > 0)   /* forced (tests): even one row a part */
+        return N > NN_SPLIT_MAX ? NN_SPLIT_MAX : (int)N;
+    if (N < 2 * NN_SPLIT_MIN_ROWS)
+        return 0;
+    for (i = 0; i < net->n_layers; i++)
+        if (net->layers[i]->kind == NN_LINEAR)
+            macs += 3.0 * (double)N * (double)net->layers[i]->in *
+                    (double)net->layers[i]->out;
+    if (macs < NN_SPLIT_MIN_MACS || macs > NN_SPLIT_MAX_MACS)
+        return 0;
+    i = N / NN_SPLIT_MIN_ROWS;
+    return i > NN_SPLIT_MAX ? NN_SPLIT_MAX : (int)i;
 }
 
 /* Room to gather two minibatches of `batch` rows (inputs, labels, dense

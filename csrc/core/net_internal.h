@@ -22,7 +22,25 @@ nn_status nn_net_fit_epoch_impl_##sfx(nn_net *net, const nn_sgd *opt,       \
                                       void *ctx, nn_epoch_result *res);     \
 nn_status nn_sgd_linear_step_##sfx(const nn_sgd *opt, const nn_layer *L,    \
                                    const real *x, const real *g, size_t N); \
+nn_status nn_sgd_linear_step_part_##sfx(const nn_sgd *opt,                  \
+                                        const nn_layer *L, const real *x,   \
+                                        const real *g, size_t N,            \
+                                        size_t part, size_t parts);         \
+nn_status nn_loss_rows_##sfx(nn_loss_kind kind, double *sum, real *dpred,   \
+                             const real *pred, const int64_t *labels,       \
+                             const real *T, size_t N, size_t C,             \
+                             double invN);                                  \
 void nn_sgd_step_all_##sfx(const nn_sgd *opt);
+
+/* A training step may split its batch between at most this many threads
+ * (net_step.c, train_step_split). */
+#define NN_SPLIT_MAX 16
+/* Threads worth a split of this step's batch of N rows (0 or 1: none),
+ * by its size and nn_set_split_mode (net.c). */
+int nn_split_worth(const nn_net *net, size_t N);
+/* Room for the split step's gradient stack: N rows of every layer's
+ * output gradient. */
+nn_status nn_net_reserve_split(nn_net *net, size_t N);
 
 /* Elementwise passes over at least 2 x this many values are split with
  * the pool's workers (nn_parallel_range), in pieces on 64-byte edges. */

@@ -73,36 +73,45 @@ static const real *FN(net_inp)(const nn_net *net, size_t i)
     return i == 0 ? (const real *)net->last_inp : FN(net_act)(net, i - 1);
 }
 
-nn_status FN(nn_net_forward_impl)(nn_net *net, const real *inp, size_t N)
+/* Rows [r0, r1) of the forward pass over the batch of net->batch rows
+ * (net->last_inp, net->batch set): row-wise layers only, so parts of a
+ * batch can run on different threads. */
+static nn_status FN(forward_rows)(nn_net *net, size_t r0, size_t r1)
 {
-    size_t i;
+    size_t i, n = r1 - r0;
     nn_status st;
-    net->batch = N;
-    net->last_inp = inp;
     for (i = 0; i < net->n_layers; i++) {
         const nn_layer *L = net->layers[i];
-        const real *x = FN(net_inp)(net, i);
-        real *z = FN(net_act)(net, i);
         size_t w_in = net->width[i], w_out = net->width[i + 1];
+        const real *x = FN(net_inp)(net, i) + r0 * w_in;
+        real *z = FN(net_act)(net, i) + r0 * w_out;
         if (L->kind == NN_LINEAR && i + 1 < net->n_layers &&
             nn_kind_is_elementwise(net->layers[i + 1]->kind)) {
             /* Z = X W + b (the bias inside the GEMM), then A = f(Z) in
              * one pass over the whole block */
             const nn_layer *act = net->layers[i + 1];
             st = FN(nn_linear_forward)(z, x, (const real *)L->W,
-                                       (const real *)L->b, N, w_in, w_out);
+                                       (const real *)L->b, n, w_in, w_out);
             if (st != NN_OK)
                 return st;
             FN(nn_act_forward_par)(act->kind, act->slope,
-                                   FN(net_act)(net, i + 1), z, N * w_out);
+                                   FN(net_act)(net, i + 1) + r0 * w_out, z,
+                                   n * w_out);
             i++;
             continue;
         }
-        st = FN(nn_layer_forward)(L, z, x, N, w_in);
+        st = FN(nn_layer_forward)(L, z, x, n, w_in);
         if (st != NN_OK)
             return st;
     }
     return NN_OK;
+}
+
+nn_status FN(nn_net_forward_impl)(nn_net *net, const real *inp, size_t N)
+{
+    net->batch = N;
+    net->last_inp = inp;
+    return FN(forward_rows)(net, 0, N);
 }
 
 /* Without an input gradient, back-propagation can stop at the lowest
@@ -166,7 +175,7 @@ static int FN(loss_is_classification)(nn_loss_kind k)
     return k != NN_LOSS_MSE;
 }
 
-nn_status FN(nn_net_train_step_impl)(nn_net *net, const nn_sgd *opt,
+static nn_status FN(train_step_whole)(nn_net *net, const nn_sgd *opt,
                                      nn_loss_kind loss, const real *inp,
                                      size_t N, const int64_t *labels,
                                      const real *T, double *loss_out,
@@ -191,6 +200,189 @@ nn_status FN(nn_net_train_step_impl)(nn_net *net, const nn_sgd *opt,
     /* updates only this network's layers, each as soon as its gradient
      * is complete */
     return FN(nn_net_backward_impl)(net, NULL, dpred, opt);
+}
+
+/*
+ * A training step with the batch split between threads.
+ *
+ * Phase 1: every thread takes a block of rows and runs the forward pass,
+ * the loss and the backward pass down to the lowest trainable Linear for
+ * its rows alone, each product on its own thread (OpenBLAS at one thread).
+ * Each Linear's output gradient is kept (the gradient stack, one block per
+ * layer). Nothing the optimiser holds changes in phase 1.
+ * Phase 2, once every row is done: every thread updates its share of each
+ * Linear layer's rows of W and columns of b (nn_sgd_linear_step_part),
+ * with the weight gradient over the whole batch folded in as before.
+ *
+ * So a step waits for the other threads twice, where products split by
+ * OpenBLAS wait for each other many times inside every product: on a
+ * batch of medium size that is most of the cost of threading.
+ */
+typedef struct {
+    nn_net *net;
+    const nn_sgd *opt;
+    nn_loss_kind loss;
+    const int64_t *labels;
+    const real *T;
+    size_t N, parts, lowest, gsum;  /* gsum: values per row of the stack */
+    int count_correct;
+    nn_status st[NN_SPLIT_MAX];
+    double loss_sum[NN_SPLIT_MAX];
+    size_t correct[NN_SPLIT_MAX];
+} FN(split_step);
+
+/* Layer i's output gradient in the gradient stack: (N, width[i+1]) at
+ * N * (width[1] + .. + width[i]) */
+static real *FN(grad_block)(const nn_net *net, size_t i)
+{
+    size_t j, off = 0;
+    for (j = 0; j < i; j++)
+        off += net->width[j + 1];
+    return (real *)net->gstack + net->batch * off;
+}
+
+/* Phase 1 for rows [r0, r1): forward, loss, input gradients. */
+static nn_status FN(split_rows)(FN(split_step) *s, size_t part)
+{
+    nn_net *net = s->net;
+    size_t L = net->n_layers, C = net->width[L], N = s->N;
+    size_t r0 = N * part / s->parts, r1 = N * (part + 1) / s->parts;
+    size_t n = r1 - r0, i;
+    const real *pred = FN(net_act)(net, L - 1) + r0 * C;
+    real *g = FN(grad_block)(net, L - 1) + r0 * C;
+    nn_status st = FN(forward_rows)(net, r0, r1);
+    if (st != NN_OK)
+        return st;
+    st = FN(nn_loss_rows)(s->loss, &s->loss_sum[part], g, pred,
+                          s->labels ? s->labels + r0 : NULL,
+                          s->T ? s->T + r0 * C : NULL, n, C,
+                          1.0 / (double)N);
+    if (st != NN_OK)
+        return st;
+    if (s->count_correct)
+        s->correct[part] = FN(nn_count_correct)(
+            pred, s->labels ? s->labels + r0 : NULL,
+            s->T ? s->T + r0 * C : NULL, n, C);
+    for (i = L; i-- > s->lowest + 1;) {
+        /* gin: layer i's input gradient = layer i-1's output gradient */
+        const nn_layer *Li = net->layers[i];
+        size_t w_in = net->width[i], w_out = net->width[i + 1];
+        const real *x = FN(net_inp)(net, i) + r0 * w_in;
+        const real *a = FN(net_act)(net, i) + r0 * w_out;
+        real *gin = FN(grad_block)(net, i - 1) + r0 * w_in;
+        if (Li->kind == NN_LINEAR)   /* gin (n, I) = g W^T */
+            st = FN(nn_gemm)(0, 1, n, w_in, w_out, 1, g, w_out,
+                             (const real *)Li->W, w_out, 0, gin, w_in);
+        else
+            st = FN(nn_layer_backward)(Li, gin, g, x, a, n, w_in);
+        if (st != NN_OK)
+            return st;
+        g = gin;
+    }
+    return NN_OK;
+}
+
+static void FN(split_rows_chunk)(void *arg, size_t part)
+{
+    FN(split_step) *s = arg;
+    s->st[part] = FN(split_rows)(s, part);
+}
+
+/* Phase 2, share `part` of every trainable Linear layer's update. */
+static void FN(split_update_chunk)(void *arg, size_t part)
+{
+    FN(split_step) *s = arg;
+    nn_net *net = s->net;
+    size_t i;
+    nn_status st = NN_OK;
+    for (i = s->lowest; i < net->n_layers && st == NN_OK; i++) {
+        const nn_layer *Li = net->layers[i];
+        if (Li->kind != NN_LINEAR)
+            continue;
+        st = FN(nn_sgd_linear_step_part)(s->opt, Li, FN(net_inp)(net, i),
+                                         FN(grad_block)(net, i), s->N, part,
+                                         s->parts);
+    }
+    s->st[part] = st;
+}
+
+/* The first error of the parts, or NN_OK */
+static nn_status FN(split_status)(const FN(split_step) *s)
+{
+    size_t p;
+    for (p = 0; p < s->parts; p++)
+        if (s->st[p] != NN_OK)
+            return s->st[p];
+    return NN_OK;
+}
+
+static nn_status FN(train_step_split)(nn_net *net, const nn_sgd *opt,
+                                      nn_loss_kind loss, const real *inp,
+                                      size_t N, const int64_t *labels,
+                                      const real *T, double *loss_out,
+                                      size_t *correct, size_t parts)
+{
+    FN(split_step) s;
+    nn_task task;
+    size_t p;
+    double total = 0;
+    nn_status st;
+    memset(&s, 0, sizeof s);
+    s.net = net;
+    s.opt = opt;
+    s.loss = loss;
+    s.labels = labels;
+    s.T = T;
+    s.N = N;
+    s.parts = parts;
+    s.lowest = FN(lowest_needed_layer)(net, NULL);
+    s.count_correct = correct && FN(loss_is_classification)(loss);
+    net->batch = N;
+    net->last_inp = inp;
+    memset(&task, 0, sizeof task);
+    task.fn = FN(split_rows_chunk);
+    task.arg = &s;
+    task.n_chunks = parts;
+    nn_task_run(&task);
+    st = FN(split_status)(&s);
+    if (st != NN_OK)
+        return st;
+    for (p = 0; p < parts; p++) {
+        total += s.loss_sum[p];
+        if (correct)
+            *correct += s.correct[p];
+    }
+    *loss_out = total / (double)N;
+    if (!isfinite(*loss_out))
+        return NN_ERR_NONFINITE;   /* nothing updated */
+    if (s.lowest >= net->n_layers)
+        return NN_OK;              /* nothing to train */
+    task.fn = FN(split_update_chunk);
+    nn_task_run(&task);
+    return FN(split_status)(&s);
+}
+
+nn_status FN(nn_net_train_step_impl)(nn_net *net, const nn_sgd *opt,
+                                     nn_loss_kind loss, const real *inp,
+                                     size_t N, const int64_t *labels,
+                                     const real *T, double *loss_out,
+                                     size_t *correct)
+{
+    int parts = nn_step_begin(nn_split_worth(net, N));
+    nn_status st;
+    if (parts < 2) {
+        st = FN(train_step_whole)(net, opt, loss, inp, N, labels, T,
+                                  loss_out, correct);
+    } else {
+        if (correct)
+            *correct = 0;
+        st = nn_net_reserve_split(net, N);
+        if (st == NN_OK)
+            st = FN(train_step_split)(net, opt, loss, inp, N, labels, T,
+                                      loss_out, correct, (size_t)parts);
+    }
+    nn_step_end(parts);
+    return st;
 }
 
 /* The gather of the minibatch of `count` rows starting at order[start]

@@ -81,6 +81,9 @@ const char *nn_blas_config(void);
 /* 1: route every matrix product through the naive reference GEMM
  * (for cross-checks); 0: OpenBLAS (default). Returns the old value. */
 int nn_use_reference_gemm(int on);
+/* Batch splitting of training steps (net_step.c): -1 by size (default),
+ * 0 never, 1 whenever there are threads. Returns the old mode. */
+int nn_set_split_mode(int mode);
 
 /* ------------------------------------------------------------------ */
 /* Worker threads (pool.c)                                             */
@@ -108,6 +111,21 @@ typedef struct nn_task {
 } nn_task;
 void nn_task_post(nn_task *t);
 void nn_task_finish(nn_task *t);
+/* Run all of t's chunks now, on this thread and idle workers, one chunk
+ * per thread at most at a time; returns when all are done. */
+void nn_task_run(nn_task *t);
+/* Around a training step (net_step.c), which may split its batch between
+ * up to `want` threads, each running a block of rows with every product on
+ * its own thread. nn_step_begin waits for any other user thread's step,
+ * then returns the threads to split between, >= 2, with OpenBLAS set to
+ * one thread until nn_step_end; 0 for a whole step; -1 when there is no
+ * pool (nothing to wait for). Pass its result to nn_step_end. */
+int nn_step_begin(int want);
+void nn_step_end(int parts);
+/* Test hook: 1 leaves OpenBLAS's thread count alone during splits, so
+ * products on workers go parallel (run_parallel_jobs' own threads).
+ * Returns the old value. */
+int nn_split_keep_blas_threads(int on);
 /* fn(arg, lo, hi) over pieces [lo, hi) covering [0, n), run on this
  * thread and idle workers, returning when all are done. Pieces have at
  * least `grain` items, and edges on multiples of `align` (keep threads off
@@ -324,6 +342,8 @@ typedef struct nn_net {
     void *tb[2];             /* the next one being gathered */
     int64_t *lb[2];
     const void *last_inp;    /* input of the last forward (not owned) */
+    void *gstack;            /* split training step: every layer's output */
+    size_t cap_gstack;       /* gradient, (N, width[i+1]) blocks */
 } nn_net;
 
 /* layers: n borrowed pointers, all of dtype dt. Allocates the index

@@ -71,6 +71,16 @@ static struct {
 
 enum { FOREGROUND = 0, BACKGROUND = 1 };
 
+/* 1 on nnlayers' worker threads */
+static _Thread_local int on_worker;
+
+/* Training steps at two threads or more (nn_step_begin): one user thread
+ * at a time; the thread count OpenBLAS had before the split under way, or
+ * 0 (atomic). */
+static pthread_mutex_t step_lock = PTHREAD_MUTEX_INITIALIZER;
+static int step_saved_threads;
+static int split_keep_blas_threads;   /* test hook: leave OpenBLAS's count */
+
 static void cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -177,6 +187,72 @@ void nn_task_finish(nn_task *t)
     finish(t, BACKGROUND);
 }
 
+void nn_task_run(nn_task *t)
+{
+    nn_task *none = NULL;
+    t->next = 0;
+    t->done = 0;
+    if (__atomic_load_n(&pool.n_workers, __ATOMIC_ACQUIRE) > 0 &&
+        __atomic_compare_exchange_n(&pool.slot[FOREGROUND], &none, t, 0,
+                                    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        wake_sleepers();
+    finish(t, FOREGROUND);
+}
+
+/*
+ * Training steps from different user threads take turns (step_lock), so
+ * that each one decides between a whole and a split step from the real
+ * thread count and runs its products at the count it decided on: a model
+ * ends where it would alone, to the bit. While a batch is split, every
+ * product of a part must stay on the thread that runs the part, and
+ * OpenBLAS decides from its global thread count alone, so the count is 1
+ * until nn_step_end. (A user thread that sets the count in between makes
+ * products on the workers parallel again: run_parallel_jobs then gives
+ * them threads of their own.)
+ */
+int nn_step_begin(int want)
+{
+    int threads, real;
+    if (!pool.installed || on_worker)
+        return -1;
+    /* At one thread no step splits or changes the count: steps from
+     * several user threads then run at the same time. The real count,
+     * not the 1 of another thread's split: */
+    real = __atomic_load_n(&step_saved_threads, __ATOMIC_SEQ_CST);
+    if (real == 0)
+        real = NN_BLAS(openblas_get_num_threads)();
+    if (real < 2)
+        return -1;
+    pthread_mutex_lock(&step_lock);
+    threads = usable_threads();
+    if (want < 2 || threads < 2)
+        return 0;
+    __atomic_store_n(&step_saved_threads, NN_BLAS(openblas_get_num_threads)(),
+                     __ATOMIC_SEQ_CST);
+    if (!split_keep_blas_threads)
+        NN_BLAS(openblas_set_num_threads)(1);
+    return threads < want ? threads : want;
+}
+
+void nn_step_end(int parts)
+{
+    if (parts < 0)
+        return;
+    if (parts >= 2) {
+        if (!split_keep_blas_threads)
+            NN_BLAS(openblas_set_num_threads)(step_saved_threads);
+        __atomic_store_n(&step_saved_threads, 0, __ATOMIC_SEQ_CST);
+    }
+    pthread_mutex_unlock(&step_lock);
+}
+
+int nn_split_keep_blas_threads(int on)
+{
+    int old = split_keep_blas_threads;
+    split_keep_blas_threads = on != 0;
+    return old;
+}
+
 /* The chunks of a range task: [lo, hi) pieces of [0, n), edges on
  * multiples of `align` items. */
 typedef struct {
@@ -246,6 +322,7 @@ static void *worker_main(void *arg)
     nn_worker *w = arg;
     struct timespec idle_since;
     unsigned spins = 0;
+    on_worker = 1;
     clock_gettime(CLOCK_MONOTONIC, &idle_since);
     for (;;) {
         if (__atomic_load_n(&w->has_job, __ATOMIC_ACQUIRE)) {
@@ -304,6 +381,56 @@ static int job_slot(int i)
     return pool.max_threads - 1 - i;
 }
 
+typedef struct {
+    nn_blas_dojob dojob;
+    void *jobdata;
+    int dojob_data, slot;
+} own_thread_job;
+
+static void *own_thread_job_main(void *arg)
+{
+    own_thread_job *j = arg;
+    j->dojob(j->slot, j->jobdata, j->dojob_data);
+    return NULL;
+}
+
+/*
+ * A parallel product started on a worker: only when a user thread raised
+ * OpenBLAS's count during a batch split (nn_step_begin). The workers may
+ * all be busy with the split, so jobs 1.. get threads of their own, with
+ * slots in the middle of OpenBLAS's tables, apart from the pool's (top)
+ * and OpenBLAS's own threads' (bottom). Slow, but it cannot wait for a
+ * busy worker.
+ */
+static void run_jobs_on_own_threads(nn_blas_dojob dojob, int numjobs,
+                                    size_t elsize, void *jobdata,
+                                    int dojob_data)
+{
+    pthread_t th[NN_POOL_MAX];
+    own_thread_job job[NN_POOL_MAX];
+    int i, made = 1, base = pool.max_threads / 2;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    for (i = 1; i < numjobs && i < NN_POOL_MAX && i < base; i++) {
+        job[i].dojob = dojob;
+        job[i].jobdata = (char *)jobdata + (size_t)i * elsize;
+        job[i].dojob_data = dojob_data;
+        job[i].slot = base - i;
+        if (pthread_create(&th[i], NULL, own_thread_job_main, &job[i]) != 0)
+            break;
+        made = i + 1;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    /* jobs no thread could take run here (level-3 jobs would then wait
+     * for each other: the limit of run_parallel_jobs below) */
+    for (i = made; i < numjobs; i++)
+        dojob(base - i, (char *)jobdata + (size_t)i * elsize, dojob_data);
+    dojob(base, jobdata, dojob_data);
+    for (i = 1; i < made; i++)
+        pthread_join(th[i], NULL);
+}
+
 /*
  * OpenBLAS's callback: run numjobs jobs at once, job i as
  * dojob(slot, jobdata + i * elsize, dojob_data), and return when all are
@@ -319,6 +446,10 @@ static void run_parallel_jobs(int sync, nn_blas_dojob dojob, int numjobs,
 {
     int i, helpers = numjobs - 1;
     (void)sync;   /* always synchronous: we return when every job is done */
+    if (on_worker && numjobs > 1) {
+        run_jobs_on_own_threads(dojob, numjobs, elsize, jobdata, dojob_data);
+        return;
+    }
     if (numjobs <= 1 || ensure_workers(helpers) != 0) {
         for (i = 0; i < numjobs; i++)
             dojob(i, (char *)jobdata + (size_t)i * elsize, dojob_data);
@@ -347,6 +478,8 @@ static void pool_after_fork_child(void)
     pthread_mutex_init(&pool.lock, NULL);
     pthread_cond_init(&pool.wake, NULL);
     pthread_mutex_init(&pool.group_lock, NULL);
+    pthread_mutex_init(&step_lock, NULL);
+    step_saved_threads = 0;
     pool.n_workers = 0;
     pool.sleepers = 0;
     pool.slot[FOREGROUND] = pool.slot[BACKGROUND] = NULL;

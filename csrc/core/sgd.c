@@ -133,40 +133,65 @@ static void FN(nesterov_piece)(void *arg, size_t lo, size_t hi)
  * These are nn_sgd_update's rules; only the rounding order differs.
  * Layers the optimiser does not hold, or frozen ones, are left alone.
  * W must not be needed any more: the input gradient g W^T comes first.
+ *
+ * Part `part` of `parts` updates only rows [I part / parts, I (part + 1)
+ * / parts) of W and the matching share of b's columns: the parts touch
+ * disjoint values and together make the whole step (net_step.c runs them
+ * on different threads). parts == 1 is the whole layer, with its passes
+ * split between the threads by nn_parallel_range.
  */
-nn_status FN(nn_sgd_linear_step)(const nn_sgd *opt, const nn_layer *L,
-                                 const real *x, const real *g, size_t N)
+nn_status FN(nn_sgd_linear_step_part)(const nn_sgd *opt, const nn_layer *L,
+                                      const real *x, const real *g, size_t N,
+                                      size_t part, size_t parts)
 {
     long k = FN(segment_of_layer)(opt, L);
     size_t I = L->in, O = L->out, nW = I * O;
-    real *W = (real *)L->W, *dW = (real *)L->dW;
+    size_t r0 = I * part / parts, r1 = I * (part + 1) / parts;
+    size_t c0 = O * part / parts, c1 = O * (part + 1) / parts;
+    size_t nr = (r1 - r0) * O;              /* values in rows [r0, r1) */
+    real *W = (real *)L->W + r0 * O, *dW = (real *)L->dW + r0 * O;
     real *v = k >= 0 ? FN(segment_velocity)(opt, (size_t)k) : NULL;
-    FN(update_args) args = {W, dW, v, opt};
+    real *vW = v ? v + r0 * O : NULL;
+    FN(update_args) args = {W, dW, vW, opt};
     nn_status st = NN_OK;
     if (k < 0 || !L->trainable)
         return NN_OK;
-    if (opt->momentum == 0 || !v) {
-        st = FN(nn_gemm)(1, 0, I, O, N, -(real)opt->lr, x, I, g, O,
+    x += r0;   /* columns [r0, r1) of x (N, I): rows of x^T */
+    if (r1 == r0) {
+        st = NN_OK;
+    } else if (opt->momentum == 0 || !v) {
+        /* W[r0:r1] (r, O) = (1 - lr wd) W[r0:r1] - lr x[:, r0:r1]^T g */
+        st = FN(nn_gemm)(1, 0, r1 - r0, O, N, -(real)opt->lr, x, I, g, O,
                          (real)(1.0 - opt->lr * opt->weight_decay), W, O);
     } else if (!opt->nesterov) {
-        st = FN(nn_gemm)(1, 0, I, O, N, 1, x, I, g, O, (real)opt->momentum,
-                         v, O);
+        st = FN(nn_gemm)(1, 0, r1 - r0, O, N, 1, x, I, g, O,
+                         (real)opt->momentum, vW, O);
         if (st == NN_OK)
-            nn_parallel_range(FN(momentum_piece), &args, nW, NN_PAR_GRAIN,
+            nn_parallel_range(FN(momentum_piece), &args, nr, NN_PAR_GRAIN,
                               NN_PAR_ALIGN);
     } else {
-        st = FN(nn_gemm)(1, 0, I, O, N, 1, x, I, g, O, 0, dW, O);
+        st = FN(nn_gemm)(1, 0, r1 - r0, O, N, 1, x, I, g, O, 0, dW, O);
         if (st == NN_OK)
-            nn_parallel_range(FN(nesterov_piece), &args, nW, NN_PAR_GRAIN,
+            nn_parallel_range(FN(nesterov_piece), &args, nr, NN_PAR_GRAIN,
                               NN_PAR_ALIGN);
     }
-    if (st != NN_OK || !L->b)
+    if (st != NN_OK || !L->b || c1 == c0)
         return st;
-    FN(column_sums)((real *)L->db, g, N, O, 0);
-    FN(nn_sgd_update)((real *)L->b, (const real *)L->db, v ? v + nW : NULL,
-                      O, opt->lr, opt->momentum, opt->nesterov,
-                      opt->weight_decay);
+    /* db[c0:c1] = column sums of g; b[c0:c1] by the rules */
+    if (parts == 1)
+        FN(column_sums)((real *)L->db, g, N, O, 0);
+    else
+        FN(column_sums_range)((real *)L->db, g, N, O, c0, c1, 0);
+    FN(nn_sgd_update)((real *)L->b + c0, (const real *)L->db + c0,
+                      v ? v + nW + c0 : NULL, c1 - c0, opt->lr,
+                      opt->momentum, opt->nesterov, opt->weight_decay);
     return NN_OK;
+}
+
+nn_status FN(nn_sgd_linear_step)(const nn_sgd *opt, const nn_layer *L,
+                                 const real *x, const real *g, size_t N)
+{
+    return FN(nn_sgd_linear_step_part)(opt, L, x, g, N, 0, 1);
 }
 
 /* Update every segment (SGD.step) */

@@ -162,6 +162,24 @@ static PyObject *use_reference_gemm(PyObject *m, PyObject *arg)
     return PyBool_FromLong(nn_use_reference_gemm(on));
 }
 
+static PyObject *split_mode(PyObject *m, PyObject *arg)
+{
+    long mode = PyLong_AsLong(arg);
+    (void)m;
+    if (mode == -1 && PyErr_Occurred())
+        return NULL;
+    return PyLong_FromLong(nn_set_split_mode(mode < 0 ? -1 : mode > 0));
+}
+
+static PyObject *split_keep_blas_threads(PyObject *m, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    (void)m;
+    if (on < 0)
+        return NULL;
+    return PyBool_FromLong(nn_split_keep_blas_threads(on));
+}
+
 static PyObject *matmul(PyObject *m, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"a", "b", "out", NULL};
@@ -317,6 +335,14 @@ static PyMethodDef module_methods[] = {
     {"use_reference_gemm", use_reference_gemm, METH_O,
      "use_reference_gemm(flag) -> old flag: route products through the "
      "naive GEMM (for cross-checks)"},
+    {"_split_mode", split_mode, METH_O,
+     "_split_mode(mode) -> old mode: test hook for the batch split of "
+     "training steps across threads: -1 by size (default), 0 never, 1 "
+     "whenever there are threads (even one row a part)"},
+    {"_split_keep_blas_threads", split_keep_blas_threads, METH_O,
+     "_split_keep_blas_threads(flag) -> old flag: test hook, leave "
+     "OpenBLAS's thread count alone during a split (products on the "
+     "workers then go parallel on threads of their own)"},
     {"_gemm", gemm_hook, METH_VARARGS,
      "_gemm(A, B, C, trans_a, trans_b, M, N, K, alpha, beta): test hook, "
      "C = alpha op(A) op(B) + beta C in place through the core's gemm"},
