@@ -152,10 +152,16 @@ int nn_blas_get_num_threads(void)
     return NN_BLAS(openblas_get_num_threads)();
 }
 
+/* Not during another user thread's training step: a split step sets
+ * OpenBLAS to one thread and back (pool.c). */
 nn_status nn_blas_set_num_threads(int n)
 {
+    nn_status st;
+    nn_steps_hold();
     NN_BLAS(openblas_set_num_threads)(n);
-    return nn_pool_reserve(n);
+    st = nn_pool_reserve(n);
+    nn_steps_release();
+    return st;
 }
 
 const char *nn_blas_config(void)

@@ -122,10 +122,16 @@ void nn_task_run(nn_task *t);
  * pool (nothing to wait for). Pass its result to nn_step_end. */
 int nn_step_begin(int want);
 void nn_step_end(int parts);
+/* Wait until no training step runs, and keep new ones waiting until
+ * nn_steps_release (for a change of the thread count). */
+void nn_steps_hold(void);
+void nn_steps_release(void);
 /* Test hook: 1 leaves OpenBLAS's thread count alone during splits, so
  * products on workers go parallel (run_parallel_jobs' own threads).
  * Returns the old value. */
 int nn_split_keep_blas_threads(int on);
+/* Training steps that split their batch so far (for tests). */
+unsigned long long nn_split_steps(void);
 /* fn(arg, lo, hi) over pieces [lo, hi) covering [0, n), run on this
  * thread and idle workers, returning when all are done. Pieces have at
  * least `grain` items, and edges on multiples of `align` (keep threads off

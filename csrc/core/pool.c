@@ -73,6 +73,8 @@ enum { FOREGROUND = 0, BACKGROUND = 1 };
 
 /* 1 on nnlayers' worker threads */
 static _Thread_local int on_worker;
+/* 1 on a user thread between nn_step_begin and nn_step_end of a split */
+static _Thread_local int splitting;
 
 /* Training steps at two threads or more (nn_step_begin): one user thread
  * at a time; the thread count OpenBLAS had before the split under way, or
@@ -80,6 +82,7 @@ static _Thread_local int on_worker;
 static pthread_mutex_t step_lock = PTHREAD_MUTEX_INITIALIZER;
 static int step_saved_threads;
 static int split_keep_blas_threads;   /* test hook: leave OpenBLAS's count */
+static unsigned long long split_steps;   /* atomic: split steps so far */
 
 static void cpu_relax(void)
 {
@@ -231,6 +234,8 @@ int nn_step_begin(int want)
                      __ATOMIC_SEQ_CST);
     if (!split_keep_blas_threads)
         NN_BLAS(openblas_set_num_threads)(1);
+    splitting = 1;
+    __atomic_add_fetch(&split_steps, 1, __ATOMIC_RELAXED);
     return threads < want ? threads : want;
 }
 
@@ -239,11 +244,29 @@ void nn_step_end(int parts)
     if (parts < 0)
         return;
     if (parts >= 2) {
+        splitting = 0;
         if (!split_keep_blas_threads)
             NN_BLAS(openblas_set_num_threads)(step_saved_threads);
         __atomic_store_n(&step_saved_threads, 0, __ATOMIC_SEQ_CST);
     }
     pthread_mutex_unlock(&step_lock);
+}
+
+void nn_steps_hold(void)
+{
+    if (pool.installed && !on_worker)
+        pthread_mutex_lock(&step_lock);
+}
+
+void nn_steps_release(void)
+{
+    if (pool.installed && !on_worker)
+        pthread_mutex_unlock(&step_lock);
+}
+
+unsigned long long nn_split_steps(void)
+{
+    return __atomic_load_n(&split_steps, __ATOMIC_RELAXED);
 }
 
 int nn_split_keep_blas_threads(int on)
@@ -278,7 +301,10 @@ void nn_parallel_range(void (*fn)(void *arg, size_t lo, size_t hi), void *arg,
     int threads;
     range_task r;
     nn_task t;
-    if (n < 2 * grain || (threads = usable_threads()) < 2) {
+    /* inside a split's part (on a worker, or on the splitting thread)
+     * the other threads are busy with the other parts */
+    if (n < 2 * grain || on_worker || splitting ||
+        (threads = usable_threads()) < 2) {
         fn(arg, 0, n);
         return;
     }
@@ -394,13 +420,19 @@ static void *own_thread_job_main(void *arg)
     return NULL;
 }
 
+static pthread_mutex_t own_lock = PTHREAD_MUTEX_INITIALIZER;
+
 /*
- * A parallel product started on a worker: only when a user thread raised
- * OpenBLAS's count during a batch split (nn_step_begin). The workers may
- * all be busy with the split, so jobs 1.. get threads of their own, with
- * slots in the middle of OpenBLAS's tables, apart from the pool's (top)
- * and OpenBLAS's own threads' (bottom). Slow, but it cannot wait for a
- * busy worker.
+ * A parallel product during a batch split: only when OpenBLAS's count was
+ * raised behind nnlayers' back (threadpoolctl from another user thread)
+ * after nn_step_begin set it to 1. The workers are busy with the split's
+ * parts, and OpenBLAS lets one level-3 product run at a time (its
+ * level3_lock): a part's product that waited for a worker which waits for
+ * that lock would never finish. So such products, on the splitting thread
+ * and on the workers alike, run jobs 1.. on threads of their own, one
+ * product at a time (own_lock), with job slots in the middle of
+ * OpenBLAS's tables, away from the pool's (top) and OpenBLAS's own
+ * threads' (bottom). Slow, but it never waits for a busy thread.
  */
 static void run_jobs_on_own_threads(nn_blas_dojob dojob, int numjobs,
                                     size_t elsize, void *jobdata,
@@ -408,11 +440,12 @@ static void run_jobs_on_own_threads(nn_blas_dojob dojob, int numjobs,
 {
     pthread_t th[NN_POOL_MAX];
     own_thread_job job[NN_POOL_MAX];
-    int i, made = 1, base = pool.max_threads / 2;
+    int i, made = 1, base = pool.max_threads / 2 - 1;
     sigset_t all, old;
+    pthread_mutex_lock(&own_lock);
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
-    for (i = 1; i < numjobs && i < NN_POOL_MAX && i < base; i++) {
+    for (i = 1; i < numjobs && i < NN_POOL_MAX && i <= base; i++) {
         job[i].dojob = dojob;
         job[i].jobdata = (char *)jobdata + (size_t)i * elsize;
         job[i].dojob_data = dojob_data;
@@ -422,13 +455,16 @@ static void run_jobs_on_own_threads(nn_blas_dojob dojob, int numjobs,
         made = i + 1;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    /* jobs no thread could take run here (level-3 jobs would then wait
-     * for each other: the limit of run_parallel_jobs below) */
+    /* jobs no thread took (no thread could be made, or more jobs than
+     * half of OpenBLAS's table) run here: level-3 jobs would then wait
+     * for each other, the limit of run_parallel_jobs below */
     for (i = made; i < numjobs; i++)
-        dojob(base - i, (char *)jobdata + (size_t)i * elsize, dojob_data);
+        dojob(i <= base ? base - i : 0, (char *)jobdata + (size_t)i * elsize,
+              dojob_data);
     dojob(base, jobdata, dojob_data);
     for (i = 1; i < made; i++)
         pthread_join(th[i], NULL);
+    pthread_mutex_unlock(&own_lock);
 }
 
 /*
@@ -446,7 +482,7 @@ static void run_parallel_jobs(int sync, nn_blas_dojob dojob, int numjobs,
 {
     int i, helpers = numjobs - 1;
     (void)sync;   /* always synchronous: we return when every job is done */
-    if (on_worker && numjobs > 1) {
+    if ((on_worker || splitting) && numjobs > 1) {
         run_jobs_on_own_threads(dojob, numjobs, elsize, jobdata, dojob_data);
         return;
     }
@@ -479,6 +515,7 @@ static void pool_after_fork_child(void)
     pthread_cond_init(&pool.wake, NULL);
     pthread_mutex_init(&pool.group_lock, NULL);
     pthread_mutex_init(&step_lock, NULL);
+    pthread_mutex_init(&own_lock, NULL);
     step_saved_threads = 0;
     pool.n_workers = 0;
     pool.sleepers = 0;

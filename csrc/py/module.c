@@ -180,6 +180,13 @@ static PyObject *split_keep_blas_threads(PyObject *m, PyObject *arg)
     return PyBool_FromLong(nn_split_keep_blas_threads(on));
 }
 
+static PyObject *split_steps(PyObject *m, PyObject *na)
+{
+    (void)m;
+    (void)na;
+    return PyLong_FromUnsignedLongLong(nn_split_steps());
+}
+
 static PyObject *matmul(PyObject *m, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"a", "b", "out", NULL};
@@ -339,6 +346,9 @@ static PyMethodDef module_methods[] = {
      "_split_mode(mode) -> old mode: test hook for the batch split of "
      "training steps across threads: -1 by size (default), 0 never, 1 "
      "whenever there are threads (even one row a part)"},
+    {"_split_steps", split_steps, METH_NOARGS,
+     "_split_steps() -> int: training steps so far that split their batch "
+     "between threads"},
     {"_split_keep_blas_threads", split_keep_blas_threads, METH_O,
      "_split_keep_blas_threads(flag) -> old flag: test hook, leave "
      "OpenBLAS's thread count alone during a split (products on the "
