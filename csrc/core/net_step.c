@@ -8,7 +8,8 @@
  * the whole output block; during a training step the first layer's input
  * gradient is skipped, and each layer's SGD update runs inside the
  * backward sweep, with the weight gradient folded into the update's GEMM
- * (sgd.c, nn_sgd_linear_step).
+ * (sgd.c, nn_sgd_linear_step). At two threads or more, a mid-sized step
+ * splits its batch between the threads instead (train_step_split).
  */
 #ifndef NN_SFX
 #error "template: compiled through dtype_f32.c / dtype_f64.c"

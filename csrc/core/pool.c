@@ -28,7 +28,16 @@
  *     one from another user thread is run by its owner alone); whoever
  *     needs a task's result finishes the unclaimed chunks itself, so it
  *     never depends on a worker being free;
- *   - tasks use no more threads than OpenBLAS's count says right now.
+ *   - tasks use no more threads than OpenBLAS's count says right now;
+ *   - a training step's batch split (net_step.c) is two foreground tasks
+ *     of long chunks, one block of rows per thread. Its products stay on
+ *     their threads (OpenBLAS at one thread from nn_step_begin to
+ *     nn_step_end), its parts post no tasks of their own, and a product
+ *     that goes parallel all the same (the count raised by another user
+ *     thread) takes threads of its own rather than a busy worker;
+ *   - training steps at two threads or more take turns (step_lock), so
+ *     each decides from the real thread count and a model trained in one
+ *     Python thread ends where it would alone.
  * An idle worker spins for NN_POOL_SPIN_NS, then sleeps until work comes.
  * Workers block every signal: Ctrl-C goes to the thread that runs Python.
  */
