@@ -15,12 +15,26 @@ set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 VENV="${ASAN_VENV:-/tmp/nnlayers-asan-venv}"
 
+# Build from a fresh copy of the working tree: pip builds in the source
+# folder, and setuptools would reuse object files in build/ whose sources
+# did not change, even when a file they #include did (dtype_f32.c includes
+# the kernels), or that were built without the sanitizer.
+SRC="$(mktemp -d)"
+tar -C "$REPO" --exclude=./build --exclude=./.git --exclude='./.venv*' \
+    --exclude=./.ci-venv -cf - . | tar -C "$SRC" -xf -
+
 python3 -m venv --clear "$VENV"
 . "$VENV/bin/activate"
-pip install -q "$REPO[test]"          # dependencies (and a normal build)
+pip install -q "$SRC[test]"           # dependencies (and a normal build)
 pip install -q setuptools wheel numpy "scipy-openblas32==0.3.34.481.3"
+rm -rf "$SRC/build"
 NNLAYERS_EXTRA_CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g -O1" \
-    pip install -q --no-deps --force-reinstall --no-build-isolation "$REPO"
+    pip install -q --no-deps --force-reinstall --no-build-isolation "$SRC"
+SO="$(find "$VENV" -name '_core*.so' -path '*nnlayers*' | head -1)"
+if ! nm -D "$SO" | grep -q __asan_init; then
+    echo "asan: FAILED ($SO is not instrumented)"
+    exit 1
+fi
 
 # libstdc++ goes in too: C++ extensions (matplotlib's) throw exceptions,
 # and ASan's __cxa_throw interceptor needs the real one loaded up front

@@ -92,6 +92,7 @@ static pthread_mutex_t step_lock = PTHREAD_MUTEX_INITIALIZER;
 static int step_saved_threads;
 static int split_keep_blas_threads;   /* test hook: leave OpenBLAS's count */
 static unsigned long long split_steps;   /* atomic: split steps so far */
+static int split_active;   /* atomic: 1 while a split step runs */
 
 static void cpu_relax(void)
 {
@@ -241,6 +242,11 @@ int nn_step_begin(int want)
         return 0;
     __atomic_store_n(&step_saved_threads, NN_BLAS(openblas_get_num_threads)(),
                      __ATOMIC_SEQ_CST);
+    /* From here on parallel products take threads of their own (see
+     * run_jobs_on_own_threads); wait for one already on the workers. */
+    __atomic_store_n(&split_active, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_lock(&pool.group_lock);
+    pthread_mutex_unlock(&pool.group_lock);
     if (!split_keep_blas_threads)
         NN_BLAS(openblas_set_num_threads)(1);
     splitting = 1;
@@ -256,6 +262,7 @@ void nn_step_end(int parts)
         splitting = 0;
         if (!split_keep_blas_threads)
             NN_BLAS(openblas_set_num_threads)(step_saved_threads);
+        __atomic_store_n(&split_active, 0, __ATOMIC_SEQ_CST);
         __atomic_store_n(&step_saved_threads, 0, __ATOMIC_SEQ_CST);
     }
     pthread_mutex_unlock(&step_lock);
@@ -432,13 +439,14 @@ static void *own_thread_job_main(void *arg)
 static pthread_mutex_t own_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /*
- * A parallel product during a batch split: only when OpenBLAS's count was
- * raised behind nnlayers' back (threadpoolctl from another user thread)
- * after nn_step_begin set it to 1. The workers are busy with the split's
- * parts, and OpenBLAS lets one level-3 product run at a time (its
- * level3_lock): a part's product that waited for a worker which waits for
- * that lock would never finish. So such products, on the splitting thread
- * and on the workers alike, run jobs 1.. on threads of their own, one
+ * A parallel product during a batch split: in a part only when OpenBLAS's
+ * count was raised behind nnlayers' back (threadpoolctl from another user
+ * thread) after nn_step_begin set it to 1; or from another user thread.
+ * The workers are busy with the split's parts, and OpenBLAS lets one
+ * level-3 product run at a time (its level3_lock, taken before this
+ * callback): a product that waited for a busy worker whose part waits for
+ * that lock would never finish. So during a split every parallel
+ * product, in a part or elsewhere, runs jobs 1.. on threads of their own, one
  * product at a time (own_lock), with job slots in the middle of
  * OpenBLAS's tables, away from the pool's (top) and OpenBLAS's own
  * threads' (bottom). Slow, but it never waits for a busy thread.
@@ -491,7 +499,8 @@ static void run_parallel_jobs(int sync, nn_blas_dojob dojob, int numjobs,
 {
     int i, helpers = numjobs - 1;
     (void)sync;   /* always synchronous: we return when every job is done */
-    if ((on_worker || splitting) && numjobs > 1) {
+    if (numjobs > 1 && (on_worker || splitting ||
+                        __atomic_load_n(&split_active, __ATOMIC_SEQ_CST))) {
         run_jobs_on_own_threads(dojob, numjobs, elsize, jobdata, dojob_data);
         return;
     }
@@ -525,6 +534,7 @@ static void pool_after_fork_child(void)
     pthread_mutex_init(&pool.group_lock, NULL);
     pthread_mutex_init(&step_lock, NULL);
     pthread_mutex_init(&own_lock, NULL);
+    split_active = 0;
     step_saved_threads = 0;
     pool.n_workers = 0;
     pool.sleepers = 0;
