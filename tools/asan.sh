@@ -31,7 +31,7 @@ rm -rf "$SRC/build"
 NNLAYERS_EXTRA_CFLAGS="-fsanitize=address -fno-omit-frame-pointer -g -O1" \
     pip install -q --no-deps --force-reinstall --no-build-isolation "$SRC"
 SO="$(find "$VENV" -name '_core*.so' -path '*nnlayers*' | head -1)"
-if ! nm -D "$SO" | grep -q __asan_init; then
+if ! nm -D "$SO" | grep __asan_init > /dev/null; then   # (not -q: pipefail)
     echo "asan: FAILED ($SO is not instrumented)"
     exit 1
 fi
