@@ -146,6 +146,16 @@ static int run_task_chunk(void)
     return ran;
 }
 
+/* A chunk of the background task, on any thread; 1 if one ran. */
+static int run_background_chunk(void)
+{
+    int ran;
+    __atomic_add_fetch(&pool.task_users, 1, __ATOMIC_SEQ_CST);
+    ran = run_chunk_of(BACKGROUND);
+    __atomic_sub_fetch(&pool.task_users, 1, __ATOMIC_SEQ_CST);
+    return ran;
+}
+
 static void wake_sleepers(void)
 {
     __atomic_add_fetch(&pool.posts, 1, __ATOMIC_SEQ_CST);
@@ -182,8 +192,11 @@ static void finish(nn_task *t, int s)
         t->fn(t->arg, c);
         __atomic_add_fetch(&t->done, 1, __ATOMIC_RELEASE);
     }
+    /* while a worker ends a foreground chunk, gather rows for fit's next
+     * batch (the background task) instead of only waiting */
     while (__atomic_load_n(&t->done, __ATOMIC_ACQUIRE) < t->n_chunks)
-        cpu_relax();
+        if (s != FOREGROUND || !run_background_chunk())
+            cpu_relax();
     __atomic_compare_exchange_n(&pool.slot[s], &mine, NULL, 0,
                                 __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
     while (__atomic_load_n(&pool.task_users, __ATOMIC_SEQ_CST) > 0)
