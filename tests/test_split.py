@@ -346,3 +346,33 @@ def test_thread_count_changed_by_another_thread_during_training(threads, how):
         assert np.all(np.isfinite(v)), k
     model.train_step(x, y, loss, opt)          # the count is settled now
     assert nl.get_num_threads() == 2
+
+
+@needs_pool
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_forward_splits_its_rows_too(threads, dtype, rtol):
+    """predict and forward of a big batch split its rows between the threads
+    (counted by _split_steps): the same outputs as a whole forward, and the
+    activations it keeps serve backward as before."""
+    threads(2)
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((300, 256)).astype(dtype)
+    dout = rng.standard_normal((300, 10)).astype(dtype)
+    out = {}
+    for mode in (0, -1):
+        old = _core._split_mode(mode)
+        try:
+            model = mid_model(dtype)
+            before = _core._split_steps()
+            pred = model.predict(x)
+            fwd = model.forward(x)
+            dx = model.backward(dout)
+            grads = {k: np.array(v) for k, v in model.grads.items()}
+            assert _core._split_steps() - before == (2 if mode else 0)
+            out[mode] = (pred, fwd, dx, grads)
+        finally:
+            _core._split_mode(old)
+    for a, b in zip(out[-1][:3], out[0][:3]):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol)
+    for k in out[0][3]:
+        np.testing.assert_allclose(out[-1][3][k], out[0][3][k], rtol=rtol, atol=rtol, err_msg=k)

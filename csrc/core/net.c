@@ -166,8 +166,8 @@ int nn_set_split_mode(int mode)
 }
 
 /*
- * Whether a training step of N rows should split its batch between
- * threads (net_step.c, train_step_split), and into how many parts: each
+ * Whether a training step (or a forward pass) of N rows should split its
+ * batch between threads (net_step.c), and into how many parts: each
  * part must have NN_SPLIT_MIN_ROWS rows, and the step's products must be
  * big enough that two waits for the other threads cost little, yet small
  * enough that OpenBLAS's own split of each product is not better.
@@ -176,7 +176,7 @@ int nn_set_split_mode(int mode)
 #define NN_SPLIT_MIN_MACS 1.5e6     /* multiply-adds of a step's products */
 #define NN_SPLIT_MAX_MACS 2.0e9
 
-int nn_split_worth(const nn_net *net, size_t N)
+int nn_split_worth(const nn_net *net, size_t N, int training)
 {
     size_t i;
     double macs = 0;
@@ -188,8 +188,8 @@ int nn_split_worth(const nn_net *net, size_t N)
         return 0;
     for (i = 0; i < net->n_layers; i++)
         if (net->layers[i]->kind == NN_LINEAR)
-            macs += 3.0 * (double)N * (double)net->layers[i]->in *
-                    (double)net->layers[i]->out;
+            macs += (training ? 3.0 : 1.0) * (double)N *
+                    (double)net->layers[i]->in * (double)net->layers[i]->out;
     if (macs < NN_SPLIT_MIN_MACS || macs > NN_SPLIT_MAX_MACS)
         return 0;
     i = N / NN_SPLIT_MIN_ROWS;
@@ -287,8 +287,8 @@ nn_status nn_net_forward(nn_net *net, void *out, const void *inp, size_t N,
     if (st != NN_OK)
         return st;
     out_values = N * net->width[net->n_layers];
-    st = net->dtype == NN_F32 ? nn_net_forward_impl_f32(net, inp, N)
-                              : nn_net_forward_impl_f64(net, inp, N);
+    st = net->dtype == NN_F32 ? nn_net_forward_split_impl_f32(net, inp, N)
+                              : nn_net_forward_split_impl_f64(net, inp, N);
     if (st == NN_OK && out)
         memcpy(out, nn_net_output(net),
                out_values * nn_dtype_size(net->dtype));

@@ -6,6 +6,8 @@
 
 #define NN_DECLARE_NET_IMPL(real, sfx)                                      \
 nn_status nn_net_forward_impl_##sfx(nn_net *net, const real *inp, size_t N);\
+nn_status nn_net_forward_split_impl_##sfx(nn_net *net, const real *inp,     \
+                                          size_t N);                        \
 nn_status nn_net_backward_impl_##sfx(nn_net *net, real *dinp,               \
                                      const real *dout, const nn_sgd *opt);  \
 nn_status nn_net_train_step_impl_##sfx(nn_net *net, const nn_sgd *opt,      \
@@ -35,9 +37,10 @@ void nn_sgd_step_all_##sfx(const nn_sgd *opt);
 /* A training step may split its batch between at most this many threads
  * (net_step.c, train_step_split). */
 #define NN_SPLIT_MAX 16
-/* Threads worth a split of this step's batch of N rows (0 or 1: none),
- * by its size and nn_set_split_mode (net.c). */
-int nn_split_worth(const nn_net *net, size_t N);
+/* Threads worth a split of a training step (training 1) or a forward pass
+ * (0) of N rows (0 or 1: none), by its size and nn_set_split_mode
+ * (net.c). */
+int nn_split_worth(const nn_net *net, size_t N, int training);
 /* Room for the split step's gradient stack: N rows of every layer's
  * output gradient. */
 nn_status nn_net_reserve_split(nn_net *net, size_t N);

@@ -115,6 +115,51 @@ nn_status FN(nn_net_forward_impl)(nn_net *net, const real *inp, size_t N)
     return FN(forward_rows)(net, 0, N);
 }
 
+/* A forward pass alone (predict, forward) may split its rows between the
+ * threads like a training step, with no wait but the last. */
+typedef struct {
+    nn_net *net;
+    size_t N, parts;
+    nn_status st[NN_SPLIT_MAX];
+} FN(split_forward);
+
+static void FN(split_forward_chunk)(void *arg, size_t part)
+{
+    FN(split_forward) *s = arg;
+    s->st[part] = FN(forward_rows)(s->net, s->N * part / s->parts,
+                                   s->N * (part + 1) / s->parts);
+}
+
+nn_status FN(nn_net_forward_split_impl)(nn_net *net, const real *inp,
+                                        size_t N)
+{
+    int parts = nn_step_begin(nn_split_worth(net, N, 0));
+    FN(split_forward) s;
+    nn_task task;
+    nn_status st = NN_OK;
+    size_t p;
+    if (parts < 2) {
+        st = FN(nn_net_forward_impl)(net, inp, N);
+        nn_step_end(parts);
+        return st;
+    }
+    net->batch = N;
+    net->last_inp = inp;
+    memset(&s, 0, sizeof s);
+    s.net = net;
+    s.N = N;
+    s.parts = (size_t)parts;
+    memset(&task, 0, sizeof task);
+    task.fn = FN(split_forward_chunk);
+    task.arg = &s;
+    task.n_chunks = s.parts;
+    nn_task_run(&task);
+    nn_step_end(parts);
+    for (p = 0; p < s.parts && st == NN_OK; p++)
+        st = s.st[p];
+    return st;
+}
+
 /* Without an input gradient, back-propagation can stop at the lowest
  * trainable Linear layer: nothing below it needs a gradient. */
 static size_t FN(lowest_needed_layer)(const nn_net *net, const real *dinp)
@@ -369,7 +414,7 @@ nn_status FN(nn_net_train_step_impl)(nn_net *net, const nn_sgd *opt,
                                      const real *T, double *loss_out,
                                      size_t *correct)
 {
-    int parts = nn_step_begin(nn_split_worth(net, N));
+    int parts = nn_step_begin(nn_split_worth(net, N, 1));
     nn_status st;
     if (parts < 2) {
         st = FN(train_step_whole)(net, opt, loss, inp, N, labels, T,

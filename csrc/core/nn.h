@@ -130,7 +130,8 @@ void nn_steps_release(void);
  * products on workers go parallel (run_parallel_jobs' own threads).
  * Returns the old value. */
 int nn_split_keep_blas_threads(int on);
-/* Training steps that split their batch so far (for tests). */
+/* Training steps and forward passes that split their batch so far (for
+ * tests). */
 unsigned long long nn_split_steps(void);
 /* fn(arg, lo, hi) over pieces [lo, hi) covering [0, n), run on this
  * thread and idle workers, returning when all are done. Pieces have at

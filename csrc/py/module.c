@@ -347,8 +347,8 @@ static PyMethodDef module_methods[] = {
      "training steps across threads: -1 by size (default), 0 never, 1 "
      "whenever there are threads (even one row a part)"},
     {"_split_steps", split_steps, METH_NOARGS,
-     "_split_steps() -> int: training steps so far that split their batch "
-     "between threads"},
+     "_split_steps() -> int: training steps and forward passes so far that "
+     "split their batch between threads"},
     {"_split_keep_blas_threads", split_keep_blas_threads, METH_O,
      "_split_keep_blas_threads(flag) -> old flag: test hook, leave "
      "OpenBLAS's thread count alone during a split (products on the "
