@@ -3,6 +3,7 @@
 a textbook NumPy MLP and (if installed) PyTorch CPU.
 
     python benchmarks/run.py [--quick] [--json PATH] [--png PATH] [--repeats K]
+                             [--fit-repeats K]
                              [--threads N] [--peers-only] [--no-torch]
 
 Prints a table, writes JSON (default benchmarks/results.json) and a PNG bar plot
@@ -471,7 +472,8 @@ class Runner:
                 for xb, yb in batches:
                     model.train_step(xb, yb, loss, opt)
 
-            tf, ts = bench_interleaved([run_fit, run_steps], self.repeats, self.args.settle)
+            tf, ts = bench_interleaved([run_fit, run_steps], self.args.fit_repeats,
+                                       self.args.settle)
             # each fit epoch against the train_step epoch right after it
             pairs = [a / b for a, b in zip(tf.per_call, ts.per_call)]
             self.fit_ratio = statistics.median(pairs)
@@ -689,6 +691,10 @@ def parse_args(argv):
                    help="PNG bar plot (default: benchmarks/results.png)")
     p.add_argument("--repeats", type=int, default=None, metavar="K",
                    help="timed repeats per measurement (default 9, --quick 3)")
+    p.add_argument("--fit-repeats", type=int, default=None, metavar="K",
+                   help="fit / train_step epoch pairs (default 15, --quick 3): one pair "
+                        "is two ~0.5 s epochs, and this VM's speed moves by tens of "
+                        "percent between them")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="threads for nnlayers, numpy's BLAS and torch (default: nl.get_num_threads())")
     p.add_argument("--min-time", type=float, default=None, metavar="S",
@@ -709,8 +715,10 @@ def parse_args(argv):
         args.min_time = 0.02 if args.quick else 0.1
     if args.settle is None:
         args.settle = 1.0
-    if args.repeats < 1:
-        p.error("--repeats must be >= 1")
+    if args.fit_repeats is None:
+        args.fit_repeats = 3 if args.quick else 15
+    if args.repeats < 1 or args.fit_repeats < 1:
+        p.error("--repeats and --fit-repeats must be >= 1")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be >= 1")
     known = {"sgemm", "fit"} | {c[0] for c in TRAIN_CASES} | {f"predict-b{b}" for b in PREDICT_BATCHES}
