@@ -190,30 +190,9 @@ nn_status nn_loss_eval(nn_dtype dt, nn_loss_kind kind, double *loss,
                        void *dpred, const void *pred, const int64_t *labels,
                        const void *T, size_t N, size_t C)
 {
-    if (dt == NN_F32) {
-        switch (kind) {
-        case NN_LOSS_SOFTMAX_XENT:
-            return nn_softmax_xent_f32(loss, dpred, pred, labels, T, N, C);
-        case NN_LOSS_NLL:
-            return nn_nll_f32(loss, dpred, pred, labels, T, N, C);
-        case NN_LOSS_BINARY_XENT:
-            return nn_binary_xent_f32(loss, dpred, pred, T, N, C);
-        case NN_LOSS_MSE:
-            return nn_mse_f32(loss, dpred, pred, T, N, C);
-        }
-    } else {
-        switch (kind) {
-        case NN_LOSS_SOFTMAX_XENT:
-            return nn_softmax_xent_f64(loss, dpred, pred, labels, T, N, C);
-        case NN_LOSS_NLL:
-            return nn_nll_f64(loss, dpred, pred, labels, T, N, C);
-        case NN_LOSS_BINARY_XENT:
-            return nn_binary_xent_f64(loss, dpred, pred, T, N, C);
-        case NN_LOSS_MSE:
-            return nn_mse_f64(loss, dpred, pred, T, N, C);
-        }
-    }
-    return NN_ERR_ARG;
+    if (dt == NN_F32)
+        return nn_loss_mean_f32(kind, loss, dpred, pred, labels, T, N, C);
+    return nn_loss_mean_f64(kind, loss, dpred, pred, labels, T, N, C);
 }
 
 size_t nn_count_correct(nn_dtype dt, const void *pred, const int64_t *labels,

@@ -256,10 +256,10 @@ nn_status FN(nn_loss_rows)(nn_loss_kind kind, double *sum, real *dpred,
     return NN_ERR_ARG;
 }
 
-/* The whole batch: the mean loss */
-static nn_status FN(loss_mean)(nn_loss_kind kind, double *loss, real *dpred,
-                               const real *pred, const int64_t *labels,
-                               const real *T, size_t N, size_t C)
+/* The whole batch: the mean loss (nn_loss_eval) */
+nn_status FN(nn_loss_mean)(nn_loss_kind kind, double *loss, real *dpred,
+                           const real *pred, const int64_t *labels,
+                           const real *T, size_t N, size_t C)
 {
     double invN = 1.0 / (double)N, sum = 0;
     nn_status st = FN(nn_loss_rows)(kind, &sum, dpred, pred, labels, T, N,
@@ -267,33 +267,6 @@ static nn_status FN(loss_mean)(nn_loss_kind kind, double *loss, real *dpred,
     if (st == NN_OK)
         *loss = sum * invN;
     return st;
-}
-
-nn_status FN(nn_softmax_xent)(double *loss, real *dpred, const real *pred,
-                              const int64_t *labels, const real *T, size_t N,
-                              size_t C)
-{
-    return FN(loss_mean)(NN_LOSS_SOFTMAX_XENT, loss, dpred, pred, labels, T,
-                         N, C);
-}
-
-nn_status FN(nn_nll)(double *loss, real *dpred, const real *pred,
-                     const int64_t *labels, const real *T, size_t N, size_t C)
-{
-    return FN(loss_mean)(NN_LOSS_NLL, loss, dpred, pred, labels, T, N, C);
-}
-
-nn_status FN(nn_binary_xent)(double *loss, real *dpred, const real *pred,
-                             const real *T, size_t N, size_t C)
-{
-    return FN(loss_mean)(NN_LOSS_BINARY_XENT, loss, dpred, pred, NULL, T, N,
-                         C);
-}
-
-nn_status FN(nn_mse)(double *loss, real *dpred, const real *pred,
-                     const real *T, size_t N, size_t C)
-{
-    return FN(loss_mean)(NN_LOSS_MSE, loss, dpred, pred, NULL, T, N, C);
 }
 
 static size_t FN(row_argmax)(const real *z, size_t C)

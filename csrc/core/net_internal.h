@@ -28,10 +28,6 @@ nn_status nn_sgd_linear_step_part_##sfx(const nn_sgd *opt,                  \
                                         const nn_layer *L, const real *x,   \
                                         const real *g, size_t N,            \
                                         size_t part, size_t parts);         \
-nn_status nn_loss_rows_##sfx(nn_loss_kind kind, double *sum, real *dpred,   \
-                             const real *pred, const int64_t *labels,       \
-                             const real *T, size_t N, size_t C,             \
-                             double invN);                                  \
 void nn_sgd_step_all_##sfx(const nn_sgd *opt);
 
 /* A training step may split its batch between at most this many threads

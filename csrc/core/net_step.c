@@ -115,6 +115,16 @@ nn_status FN(nn_net_forward_impl)(nn_net *net, const real *inp, size_t N)
     return FN(forward_rows)(net, 0, N);
 }
 
+/* The first error of a split's parts, or NN_OK */
+static nn_status FN(first_error)(const nn_status *st, size_t parts)
+{
+    size_t p;
+    for (p = 0; p < parts; p++)
+        if (st[p] != NN_OK)
+            return st[p];
+    return NN_OK;
+}
+
 /* A forward pass alone (predict, forward) may split its rows between the
  * threads like a training step, with no wait but the last. */
 typedef struct {
@@ -136,8 +146,7 @@ nn_status FN(nn_net_forward_split_impl)(nn_net *net, const real *inp,
     int parts = nn_step_begin(nn_split_worth(net, N, 0));
     FN(split_forward) s;
     nn_task task;
-    nn_status st = NN_OK;
-    size_t p;
+    nn_status st;
     if (parts < 2) {
         st = FN(nn_net_forward_impl)(net, inp, N);
         nn_step_end(parts);
@@ -155,9 +164,7 @@ nn_status FN(nn_net_forward_split_impl)(nn_net *net, const real *inp,
     task.n_chunks = s.parts;
     nn_task_run(&task);
     nn_step_end(parts);
-    for (p = 0; p < s.parts && st == NN_OK; p++)
-        st = s.st[p];
-    return st;
+    return FN(first_error)(s.st, s.parts);
 }
 
 /* Without an input gradient, back-propagation can stop at the lowest
@@ -270,7 +277,7 @@ typedef struct {
     nn_loss_kind loss;
     const int64_t *labels;
     const real *T;
-    size_t N, parts, lowest, gsum;  /* gsum: values per row of the stack */
+    size_t N, parts, lowest;
     int count_correct;
     nn_status st[NN_SPLIT_MAX];
     double loss_sum[NN_SPLIT_MAX];
@@ -352,15 +359,6 @@ static void FN(split_update_chunk)(void *arg, size_t part)
     s->st[part] = st;
 }
 
-/* The first error of the parts, or NN_OK */
-static nn_status FN(split_status)(const FN(split_step) *s)
-{
-    size_t p;
-    for (p = 0; p < s->parts; p++)
-        if (s->st[p] != NN_OK)
-            return s->st[p];
-    return NN_OK;
-}
 
 static nn_status FN(train_step_split)(nn_net *net, const nn_sgd *opt,
                                       nn_loss_kind loss, const real *inp,
@@ -390,7 +388,7 @@ static nn_status FN(train_step_split)(nn_net *net, const nn_sgd *opt,
     task.arg = &s;
     task.n_chunks = parts;
     nn_task_run(&task);
-    st = FN(split_status)(&s);
+    st = FN(first_error)(s.st, s.parts);
     if (st != NN_OK)
         return st;
     for (p = 0; p < parts; p++) {
@@ -405,7 +403,7 @@ static nn_status FN(train_step_split)(nn_net *net, const nn_sgd *opt,
         return NN_OK;              /* nothing to train */
     task.fn = FN(split_update_chunk);
     nn_task_run(&task);
-    return FN(split_status)(&s);
+    return FN(first_error)(s.st, s.parts);
 }
 
 nn_status FN(nn_net_train_step_impl)(nn_net *net, const nn_sgd *opt,

@@ -187,6 +187,13 @@ size_t nn_layer_param_count(const nn_layer *L);
 
 /* ------------------------------------------------------------------ */
 /* Kernels, per dtype. FN(x) below stands for x_f32 and x_f64.          */
+typedef enum nn_loss_kind {
+    NN_LOSS_SOFTMAX_XENT = 0,
+    NN_LOSS_BINARY_XENT,
+    NN_LOSS_MSE,
+    NN_LOSS_NLL
+} nn_loss_kind;
+
 /* ------------------------------------------------------------------ */
 
 #define NN_DECLARE_KERNELS(real, sfx)                                        \
@@ -247,21 +254,20 @@ nn_status nn_layer_backward_##sfx(const nn_layer *L, real *dinp,           \
                                   const real *dout, const real *inp,       \
                                   const real *out, size_t N, size_t width);\
                                                                             \
-/* Losses. pred (N, C). Targets: labels (N) int64 OR T (N, C), exactly    \
- * one non-NULL (MSE and BCE take T only). Every loss is averaged over    \
- * the batch (1/N). *loss receives the value; dpred (N, C), when not       \
- * NULL, receives dL/dpred. */                                             \
-nn_status nn_softmax_xent_##sfx(double *loss, real *dpred,                 \
-                                const real *pred, const int64_t *labels,   \
-                                const real *T, size_t N, size_t C);        \
-nn_status nn_nll_##sfx(double *loss, real *dpred, const real *pred,        \
-                       const int64_t *labels, const real *T, size_t N,     \
-                       size_t C);                                          \
-nn_status nn_binary_xent_##sfx(double *loss, real *dpred,                  \
-                               const real *pred, const real *T, size_t N,  \
-                               size_t C);                                  \
-nn_status nn_mse_##sfx(double *loss, real *dpred, const real *pred,        \
-                       const real *T, size_t N, size_t C);                 \
+/* Losses (nn_loss_kind, declared below). pred (N, C). Targets: labels  \
+ * (N) int64 OR T (N, C), exactly one non-NULL (MSE and BCE take T only).\
+ * nn_loss_mean: the loss averaged over the batch (1/N) into *loss;       \
+ * nn_loss_rows: rows [0, N) of a bigger batch, the sum of their losses   \
+ * into *sum and gradients scaled by invN (1 / the whole batch's rows).   \
+ * dpred (N, C), when not NULL, receives dL/dpred. */                     \
+nn_status nn_loss_mean_##sfx(nn_loss_kind kind, double *loss,             \
+                             real *dpred, const real *pred,               \
+                             const int64_t *labels, const real *T,        \
+                             size_t N, size_t C);                         \
+nn_status nn_loss_rows_##sfx(nn_loss_kind kind, double *sum, real *dpred,  \
+                             const real *pred, const int64_t *labels,     \
+                             const real *T, size_t N, size_t C,           \
+                             double invN);                                \
 /* Number of rows whose prediction matches the target: argmax for C > 1,  \
  * logit > 0 vs target > 0.5 for C == 1. */                                \
 size_t nn_count_correct_##sfx(const real *pred, const int64_t *labels,     \
@@ -283,12 +289,6 @@ NN_DECLARE_KERNELS(double, f64)
 /* Losses and optimiser as objects the network can drive               */
 /* ------------------------------------------------------------------ */
 
-typedef enum nn_loss_kind {
-    NN_LOSS_SOFTMAX_XENT = 0,
-    NN_LOSS_BINARY_XENT,
-    NN_LOSS_MSE,
-    NN_LOSS_NLL
-} nn_loss_kind;
 
 /* Loss value and gradient for either dtype (dispatch on dt). */
 nn_status nn_loss_eval(nn_dtype dt, nn_loss_kind kind, double *loss,
