@@ -1,9 +1,11 @@
 """nnlayers: neural-network layers with a C core.
 
-Layers (``Linear``, ``ReLU``, ``Sigmoid``, ...) have a forward pass and a
-backward pass (the vector-Jacobian product); ``Sequential`` chains them and
-runs each direction in one C call; losses and ``SGD`` train them. NumPy
-arrays go in and out without copies; matrix products go through OpenBLAS.
+Layers (``Linear``, ``ReLU``, ``Add``, ...) have a forward pass and a
+backward pass (the vector-Jacobian product). ``Model`` runs any graph of
+them (Keras's functional API: ``nl.Input``, layers called on symbolic
+tensors) and ``Sequential`` a chain, each direction in one C call; losses
+and optimizers train them. NumPy arrays go in and out without copies;
+matrix products go through OpenBLAS.
 """
 from ._loader import locate_core as _locate_core
 from ._loader import preload_openblas as _preload
@@ -18,18 +20,20 @@ from ._core import ConcurrentUseError, NNLayersError, NonFiniteLossError  # noqa
 from .config import blas_info, get_num_threads, set_num_threads, show_config  # noqa: E402
 from .gradcheck import GradcheckError, GradcheckResult, gradcheck  # noqa: E402
 from .io import load  # noqa: E402
-from .layers import (Cos, Identity, Layer, LeakyReLU, Linear, LogSoftmax, ReLU,  # noqa: E402
-                     Sigmoid, Softmax, Softplus, Step, Tanh)
+from .layers import (Add, Average, Concatenate, Cos, Identity, Input, Layer,  # noqa: E402
+                     LeakyReLU, Linear, LogSoftmax, Multiply, ReLU, Sigmoid, Softmax,
+                     Softplus, Step, Subtract, SymbolicTensor, Tanh)
 from .losses import MSE, NLL, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy  # noqa: E402
-from .model import History, Sequential  # noqa: E402
-from .optim import SGD  # noqa: E402
+from .model import History, Model, Sequential  # noqa: E402
+from .optim import SGD, Optimizer  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Layer", "Linear", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softplus",
-    "Step", "Cos", "Softmax", "LogSoftmax", "Sequential", "History",
-    "Loss", "SoftmaxCrossEntropy", "BinaryCrossEntropy", "MSE", "NLL", "SGD",
+    "Step", "Cos", "Softmax", "LogSoftmax", "Add", "Subtract", "Multiply", "Average",
+    "Concatenate", "Input", "SymbolicTensor", "Model", "Sequential", "History",
+    "Loss", "SoftmaxCrossEntropy", "BinaryCrossEntropy", "MSE", "NLL", "Optimizer", "SGD",
     "gradcheck", "GradcheckError", "GradcheckResult", "load",
     "show_config", "blas_info", "get_num_threads", "set_num_threads",
     "NNLayersError", "NonFiniteLossError", "ConcurrentUseError",

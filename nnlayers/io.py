@@ -1,50 +1,244 @@
-"""save / load: an ``.npz`` with the parameters plus the architecture as
-JSON. Loading uses ``allow_pickle=False`` and checks every shape against
-the architecture before any layer is built, so a hostile file can neither
-run code nor make nnlayers allocate more than the file itself holds."""
+"""save / load: an ``.npz`` with the parameters plus the graph as JSON.
+
+The JSON lists every object once, layers first, then models (a model
+after the models it calls), so shared layers keep their identity: each
+layer's tensors are stored as ``"<id>.<name>"``. Loading uses
+``allow_pickle=False`` and checks every shape against the architecture
+before any layer is built, so a hostile file can neither run code nor
+make nnlayers allocate more than the file itself holds. Files written by
+the first version (a Sequential, format "nnlayers-sequential") still load.
+"""
 import json
 import zipfile
 
 import numpy as np
 
-from .layers import layer_from_config
+from .layers import _CLASSES, layer_from_config
 
-FORMAT = "nnlayers-sequential"
-VERSION = 1
+FORMAT = "nnlayers-model"
+VERSION = 2
+FORMAT_V1 = "nnlayers-sequential"
 
 __all__ = ["save", "load"]
 
 
-def save(model, path):
-    """Write ``model`` to ``path`` (.npz): parameters as float arrays named
-    ``"<layer>.<name>"`` and the architecture as JSON in ``"__architecture__"``."""
+# ---------------------------------------------------------------- writing
+
+def _collect(model):
+    """Every layer (in order of first use) and every model (each after the
+    models it calls) reachable from `model`."""
+    from .model import Model
+
+    leaves, models, seen = [], [], set()
+
+    def visit(m):
+        for obj in m._spec.objects:
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            if isinstance(obj, Model):
+                visit(obj)
+            else:
+                leaves.append(obj)
+        models.append(m)
+
+    seen.add(id(model))
+    visit(model)
+    return leaves, models
+
+
+def _model_entry(m, ids):
+    spec = m._spec
+    return {"type": "model", "class": type(m).__name__, "name": m.name,
+            "inputs": [[w, None if d is None else str(np.dtype(d)), n]
+                       for w, d, n in spec.inputs],
+            "objects": [ids[id(o)] for o in spec.objects],
+            "names": list(spec.names),
+            "nodes": [[oi, [list(r) for r in refs]] for oi, refs in spec.nodes],
+            "outputs": [list(r) for r in spec.outputs],
+            "multi_in": bool(m._multi_in), "multi_out": bool(m._multi_out),
+            "output_names": list(m._output_names)}
+
+
+def to_archive(model):
+    """(architecture dict, {name: array}) describing `model`."""
+    leaves, models = _collect(model)
+    ids = {id(o): i for i, o in enumerate(leaves + models)}
+    objects = [{"type": "layer", "class": type(layer).__name__, "config": layer.get_config(),
+                "name": layer.name, "trainable": bool(layer.trainable)} for layer in leaves]
+    objects += [_model_entry(m, ids) for m in models]
+    arrays = {}
+    for i, layer in enumerate(leaves):
+        for k, v in layer.params.items():
+            arrays[f"{i}.{k}"] = np.array(v)
+        for k, v in layer.buffers.items():
+            arrays[f"{i}.{k}"] = np.array(v)
     arch = {"format": FORMAT, "version": VERSION, "dtype": str(np.dtype(model.dtype)),
-            "layers": [{"class": type(layer).__name__, "config": layer.get_config(),
-                        "trainable": bool(layer.trainable)} for layer in model.layers]}
-    arrays = {name: np.array(v) for name, v in model.parameters().items()}
+            "objects": objects, "root": ids[id(model)]}
+    return arch, arrays
+
+
+def save(model, path):
+    """Write ``model`` to ``path`` (.npz): its tensors as float arrays
+    named ``"<object id>.<name>"`` and the graph as JSON in
+    ``"__architecture__"``."""
+    arch, arrays = to_archive(model)
     arrays["__architecture__"] = np.array(json.dumps(arch))
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 
 
-def _bad(path, why):
-    return ValueError(f"{path!s} is not a valid nnlayers model file: {why}")
+# ---------------------------------------------------------------- reading
 
-
-def _expected_shapes(cls_name, cfg):
-    if cls_name != "Linear":
-        return {}
-    try:
-        i, o = int(cfg["in_features"]), int(cfg["out_features"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    shapes = {"W": (i, o)}
-    if cfg.get("bias", True):
-        shapes["b"] = (o,)
-    return shapes
+class _Bad(Exception):
+    """Something in the file is wrong (turned into a ValueError)."""
 
 
 _MAX_JSON_BYTES = 4 << 20
+
+
+def _expected_tensors(cls_name, cfg):
+    """{name: shape} of a layer's tensors from its class and config,
+    without building it; raises _Bad."""
+    cls = _CLASSES.get(cls_name) if isinstance(cls_name, str) else None
+    if cls is None:
+        raise _Bad(f"unknown layer class {cls_name!r}")
+    if not isinstance(cfg, dict):
+        raise _Bad(f"layer config must be a dict, got {type(cfg).__name__}")
+    try:
+        return cls._tensor_shapes(cfg)
+    except (KeyError, TypeError, ValueError) as e:
+        raise _Bad(f"{cls_name} config is invalid ({e})") from None
+
+
+def _check_ref(ref, n_inputs, n_outs, k):
+    """A value reference [k, j] of node k's inputs (or an output)."""
+    if (not isinstance(ref, list) or len(ref) != 2 or
+            not all(isinstance(v, int) and not isinstance(v, bool) for v in ref)):
+        raise _Bad(f"a value reference must be [node, index], got {ref!r}")
+    a, j = ref
+    if a == -1:
+        if not 0 <= j < n_inputs:
+            raise _Bad(f"input {j} does not exist")
+    elif not (0 <= a < k and 0 <= j < n_outs[a]):
+        raise _Bad(f"value {ref!r} does not come before its use")
+    return (a, j)
+
+
+def _spec_from_entry(entry, built, n_outputs_of):
+    """The spec of a model entry, its objects taken from `built`."""
+    from .model import _Spec
+
+    inputs = entry.get("inputs")
+    objects = entry.get("objects")
+    names = entry.get("names")
+    nodes = entry.get("nodes")
+    outputs = entry.get("outputs")
+    if not (isinstance(inputs, list) and isinstance(objects, list) and isinstance(names, list)
+            and isinstance(nodes, list) and isinstance(outputs, list)) or not nodes:
+        raise _Bad("a model entry lacks inputs, objects, names, nodes or outputs")
+    if len(names) != len(objects) or not all(isinstance(n, str) for n in names):
+        raise _Bad("a model entry's names do not match its objects")
+    spec_inputs = []
+    for item in inputs:
+        if not (isinstance(item, list) and len(item) == 3):
+            raise _Bad(f"a model input must be [width, dtype, name], got {item!r}")
+        w, d, n = item
+        if w is not None and (not isinstance(w, int) or isinstance(w, bool) or w < 1):
+            raise _Bad(f"an input width must be a positive int or null, got {w!r}")
+        if d not in (None, "float32", "float64") or not isinstance(n, str):
+            raise _Bad(f"bad model input {item!r}")
+        spec_inputs.append((w, None if d is None else np.dtype(d), n))
+    objs = []
+    for oid in objects:
+        if not isinstance(oid, int) or isinstance(oid, bool) or oid not in built:
+            raise _Bad(f"a model calls object {oid!r}, which does not come before it")
+        objs.append(built[oid])
+    spec_nodes, n_outs = [], []
+    for k, node in enumerate(nodes):
+        if not (isinstance(node, list) and len(node) == 2 and isinstance(node[1], list)):
+            raise _Bad(f"node {k} must be [object, [inputs]]")
+        oi = node[0]
+        if not isinstance(oi, int) or isinstance(oi, bool) or not 0 <= oi < len(objs):
+            raise _Bad(f"node {k} calls object {oi!r}, which the model does not list")
+        refs = [_check_ref(r, len(spec_inputs), n_outs, k) for r in node[1]]
+        spec_nodes.append((oi, refs))
+        n_outs.append(n_outputs_of(objs[oi]))
+    outs = [_check_ref(r, len(spec_inputs), n_outs, len(nodes)) for r in outputs]
+    return _Spec(spec_inputs, objs, list(names), spec_nodes, outs)
+
+
+def _build(arch, arrays, shapes_of):
+    """The model described by a checked architecture; `arrays` maps
+    "<id>.<name>" to arrays whose shapes shapes_of(name) gives."""
+    from .model import Model, Sequential
+
+    objects = arch.get("objects")
+    root = arch.get("root")
+    if not isinstance(objects, list) or not objects:
+        raise _Bad("the architecture lists no objects")
+    if not isinstance(root, int) or isinstance(root, bool) or not 0 <= root < len(objects):
+        raise _Bad(f"root {root!r} is not an object")
+    dtype = arch.get("dtype")
+    if dtype not in ("float32", "float64"):
+        raise _Bad(f"unsupported dtype {dtype!r}")
+    # every tensor against the architecture, before any layer is built
+    expected = {}
+    for i, entry in enumerate(objects):
+        if not isinstance(entry, dict) or entry.get("type") not in ("layer", "model"):
+            raise _Bad(f"object {i} is neither a layer nor a model")
+        if entry["type"] == "layer":
+            for k, shape in _expected_tensors(entry.get("class"), entry.get("config")).items():
+                expected[f"{i}.{k}"] = shape
+    if set(expected) != set(arrays):
+        raise _Bad(f"tensors {sorted(arrays)} do not match the architecture's {sorted(expected)}")
+    for name, shape in expected.items():
+        a_shape, a_dtype = shapes_of(name)
+        if a_shape != shape:
+            raise _Bad(f"{name} has shape {a_shape}, the architecture says {shape}")
+        if a_dtype != np.dtype(dtype):
+            raise _Bad(f"{name} has dtype {a_dtype}, the architecture says {dtype}")
+    built = {}
+
+    def n_outputs_of(obj):
+        return len(obj._spec.outputs) if isinstance(obj, Model) else 1
+
+    classes = {"Model": Model, "Sequential": Sequential}
+    for i, entry in enumerate(objects):
+        try:
+            if entry["type"] == "layer":
+                layer = layer_from_config(entry.get("class"), entry.get("config"))
+                for k in list(layer.params) + list(layer.buffers):
+                    target = layer.params if k in layer.params else layer.buffers
+                    target[k] = arrays[f"{i}.{k}"]
+                layer.trainable = bool(entry.get("trainable", True))
+                if isinstance(entry.get("name"), str):
+                    layer.name = entry["name"]
+                built[i] = layer
+            else:
+                cls = classes.get(entry.get("class"))
+                if cls is None:
+                    raise _Bad(f"object {i}: unknown model class {entry.get('class')!r}")
+                spec = _spec_from_entry(entry, built, n_outputs_of)
+                names = entry.get("output_names")
+                built[i] = cls._from_spec(spec, entry.get("name"),
+                                          bool(entry.get("multi_in")),
+                                          bool(entry.get("multi_out")),
+                                          names if isinstance(names, list) else None)
+        except (TypeError, ValueError, KeyError) as e:
+            raise _Bad(f"object {i}: {e}") from None
+    if not isinstance(built[root], Model):
+        raise _Bad("the root object is not a model")
+    return built[root]
+
+
+def _rebuild(arch, arrays):
+    """Unpickling: the model from to_archive's output."""
+    return _build(arch, arrays, lambda name: (arrays[name].shape, arrays[name].dtype))
+
+
+def _bad(path, why):
+    return ValueError(f"{path!s} is not a valid nnlayers model file: {why}")
 
 
 def _peek(npz, key):
@@ -68,18 +262,48 @@ def _peek(npz, key):
 
 def _read(npz, key, path):
     try:
-        a = npz[key]
+        return npz[key]
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
         raise _bad(path, f"entry {key!r} is unreadable ({e})") from None
-    return a
+
+
+class _LazyArrays(dict):
+    """Arrays read from the archive only when the builder asks."""
+
+    def __init__(self, npz, names, path):
+        super().__init__((n, None) for n in names)
+        self._npz, self._path = npz, path
+
+    def __getitem__(self, key):
+        return _read(self._npz, key, self._path)
+
+
+def _v1_as_v2(arch):
+    """A first-version Sequential architecture in the current form."""
+    specs = arch.get("layers")
+    if not isinstance(specs, list) or not specs:
+        raise _Bad("the architecture lists no layers")
+    objects = []
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
+            raise _Bad(f"layer {i} has no config")
+        objects.append({"type": "layer", "class": spec.get("class"), "config": spec["config"],
+                        "trainable": spec.get("trainable", True)})
+    n = len(objects)
+    objects.append({"type": "model", "class": "Sequential", "name": None,
+                    "inputs": [[None, None, "input"]], "objects": list(range(n)),
+                    "names": [str(i) for i in range(n)],
+                    "nodes": [[i, [[-1, 0] if i == 0 else [i - 1, 0]]] for i in range(n)],
+                    "outputs": [[n - 1, 0]]})
+    return {"format": FORMAT, "version": VERSION, "dtype": arch.get("dtype"),
+            "objects": objects, "root": n}
 
 
 def load(path):
-    """Read a model written by ``Sequential.save``. Raises FileNotFoundError
-    for a missing file and ValueError for anything truncated, corrupted,
-    mismatched or not written by nnlayers."""
-    from .model import Sequential
-
+    """Read a model written by ``Model.save`` (or a Sequential's of the
+    first version). Raises FileNotFoundError for a missing file and
+    ValueError for anything truncated, corrupted, mismatched or not
+    written by nnlayers."""
     try:
         npz = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -103,48 +327,15 @@ def load(path):
             arch = json.loads(str(raw))
         except ValueError as e:
             raise _bad(path, f"__architecture__ is not valid JSON ({e})") from None
-        if not isinstance(arch, dict) or arch.get("format") != FORMAT:
+        if not isinstance(arch, dict) or arch.get("format") not in (FORMAT, FORMAT_V1):
             raise _bad(path, "not written by nnlayers (format marker missing)")
-        if arch.get("version") != VERSION:
-            raise _bad(path, f"unsupported version {arch.get('version')!r}")
-        specs = arch.get("layers")
-        if not isinstance(specs, list) or not specs:
-            raise _bad(path, "the architecture lists no layers")
-        dtype = arch.get("dtype")
-        if dtype not in ("float32", "float64"):
-            raise _bad(path, f"unsupported dtype {dtype!r}")
-        # check every parameter against the architecture before building
-        expected = {}
-        for i, spec in enumerate(specs):
-            if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
-                raise _bad(path, f"layer {i} has no config")
-            shapes = _expected_shapes(spec.get("class"), spec["config"])
-            if shapes is None:
-                raise _bad(path, f"layer {i} has no valid in/out features")
-            for name, shape in shapes.items():
-                expected[f"{i}.{name}"] = shape
-        if set(expected) != set(headers):
-            raise _bad(path, f"parameters {sorted(headers)} do not match the "
-                             f"architecture's {sorted(expected)}")
-        # shapes and dtypes from the .npy headers, before reading any data
-        for name, shape in expected.items():
-            a_shape, a_dtype = headers[name]
-            if a_shape != shape:
-                raise _bad(path, f"{name} has shape {a_shape}, the architecture says {shape}")
-            if a_dtype != np.dtype(dtype):
-                raise _bad(path, f"{name} has dtype {a_dtype}, the architecture says {dtype}")
-        arrays = {name: _read(npz, name, path) for name in expected}
-        layers = []
-        for i, spec in enumerate(specs):
-            try:
-                layer = layer_from_config(spec.get("class"), spec["config"])
-            except (TypeError, ValueError) as e:
-                raise _bad(path, f"layer {i}: {e}") from None
-            for k, v in layer.params.items():
-                layer.params[k] = arrays[f"{i}.{k}"]
-            layer.trainable = bool(spec.get("trainable", True))
-            layers.append(layer)
         try:
-            return Sequential(*layers)
-        except (TypeError, ValueError) as e:
+            if arch.get("format") == FORMAT_V1:
+                if arch.get("version") != 1:
+                    raise _Bad(f"unsupported version {arch.get('version')!r}")
+                arch = _v1_as_v2(arch)
+            elif arch.get("version") != VERSION:
+                raise _Bad(f"unsupported version {arch.get('version')!r}")
+            return _build(arch, _LazyArrays(npz, headers, path), lambda n: headers[n])
+        except _Bad as e:
             raise _bad(path, str(e)) from None

@@ -1,27 +1,62 @@
-"""Layers: the Python face of the C ``Layer`` type.
+"""Layers: the Python face of the C ``Layer`` type, and symbolic tensors.
 
 Every class here subclasses :class:`nnlayers._core.Layer`; forward and
 backward are C methods, so a call costs one trip into C. ``params`` and
-``grads`` are NumPy views of the layer's own C memory (no copies).
+``grads`` are NumPy views of C memory (no copies).
+
+Calling a layer on NumPy arrays computes; calling it on a symbolic tensor
+(from :func:`Input`) records a node of a graph instead and returns a new
+symbolic tensor, as in Keras's functional API::
+
+    x = nl.Input(784)
+    h = nl.ReLU()(nl.Linear(784, 256)(x))
+    out = nl.Add()([nl.Linear(256, 10)(h), nl.Linear(784, 10)(x)])
+    model = nl.Model(inputs=x, outputs=out)
 """
+import threading
+
 import numpy as np
 
 from . import _core
 
 __all__ = [
     "Layer", "Linear", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh",
-    "Softplus", "Step", "Cos", "Softmax", "LogSoftmax", "layer_from_config",
+    "Softplus", "Step", "Cos", "Softmax", "LogSoftmax",
+    "Add", "Subtract", "Multiply", "Average", "Concatenate",
+    "Input", "SymbolicTensor", "layer_from_config",
 ]
 
+
+# ---------------------------------------------------------------- names
+
+_name_counters = {}
+_name_lock = threading.Lock()
+
+
+def _auto_name(base):
+    """Keras-style unique names: "linear", "linear_1", "linear_2", ..."""
+    with _name_lock:
+        n = _name_counters.get(base, 0)
+        _name_counters[base] = n + 1
+    return base if n == 0 else f"{base}_{n}"
+
+
+def _check_name(name):
+    if not isinstance(name, str) or not name or "." in name or "/" in name:
+        raise ValueError(f"name must be a non-empty str without '.' or '/', got {name!r}")
+    return name
+
+
+# ---------------------------------------------------------------- params
 
 class ParamDict:
     """A mapping of parameter names to NumPy views of C-owned memory.
 
     Reading gives a writable view (``d["W"][...] = 0`` changes the layer).
     Assigning copies into the existing memory when the shape matches and
-    raises ``ValueError`` otherwise. The memory moves once at most: when the
-    layer joins a Sequential, into the model's parameter block (views taken
-    before that keep the old values; take new ones).
+    raises ``ValueError`` otherwise. The memory moves when the layer joins
+    a model (into the model's parameter block): views taken before that
+    keep the old values; take new ones.
     """
 
     __slots__ = ("_views", "_owner", "_what")
@@ -83,20 +118,154 @@ class ParamDict:
         return f"{self._what}({{{inner}}})"
 
 
+# ---------------------------------------------------------------- symbolic
+
+class SymbolicTensor:
+    """A placeholder for a value in a graph being built (Keras's
+    KerasTensor): ``nl.Input(784)`` makes one, and calling a layer on it
+    returns another. It has a width (columns) and no values; pass real
+    arrays to the finished model instead.
+
+    ``node`` is the node that computes it (None for an input) and ``index``
+    which of that node's outputs it is.
+    """
+
+    __slots__ = ("node", "index", "width", "dtype", "name", "__weakref__")
+    _nnlayers_symbolic = True
+
+    def __init__(self, width, dtype=None, name=None, node=None, index=0):
+        self.width = width
+        self.dtype = dtype
+        self.name = name
+        self.node = node
+        self.index = index
+
+    @property
+    def shape(self):
+        """(None, width): the batch is not known until a model runs."""
+        return (None, self.width)
+
+    def __repr__(self):
+        dt = "" if self.dtype is None else f", dtype={np.dtype(self.dtype).name}"
+        return f"<SymbolicTensor {self.name!r} width={self.width}{dt}>"
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError(
+            f"{self!r} is symbolic: it has no values. Build a model with "
+            f"nl.Model(inputs, outputs) and call the model on NumPy arrays")
+
+    def __bool__(self):
+        raise TypeError(f"{self!r} is symbolic and has no truth value")
+
+    def __len__(self):
+        raise TypeError(f"{self!r} is symbolic: its batch size is not known")
+
+
+class _Node:
+    """One call of a layer (or a model) on symbolic tensors."""
+
+    __slots__ = ("layer", "inputs", "outputs")
+
+    def __init__(self, layer, inputs):
+        self.layer = layer
+        self.inputs = list(inputs)
+        self.outputs = []
+
+
+def Input(width, dtype=None, name=None):
+    """A symbolic input of ``width`` columns (Keras's ``Input(shape=(width,))``).
+
+    ``dtype`` (optional): numpy.float32 or numpy.float64, the model's dtype
+    for layers without one of their own.
+    """
+    if isinstance(width, (tuple, list)):
+        if len(width) != 1:
+            raise ValueError(f"Input takes a width (features) or a 1-tuple, got {width!r}")
+        width = width[0]
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)):
+        raise TypeError(f"Input(width): width must be a positive int, got {type(width).__name__}")
+    if width < 1:
+        raise ValueError(f"Input(width): width must be >= 1, got {width}")
+    if dtype is not None:
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"Input dtype must be numpy.float32 or numpy.float64, got {dtype}")
+    return SymbolicTensor(int(width), dtype, _check_name(name) if name else _auto_name("input"))
+
+
+def _symbolic_inputs(x):
+    """x's symbolic tensors as a list if x is one or a list of them, else
+    None (real data). Mixed lists are an error."""
+    if isinstance(x, SymbolicTensor):
+        return [x]
+    if isinstance(x, (list, tuple)) and x and any(isinstance(t, SymbolicTensor) for t in x):
+        bad = [type(t).__name__ for t in x if not isinstance(t, SymbolicTensor)]
+        if bad:
+            raise TypeError(
+                f"a layer is called on symbolic tensors or on arrays, not both "
+                f"(got {', '.join(bad)} among symbolic tensors)")
+        return list(x)
+    return None
+
+
+def _call_symbolic(layer, inputs, out_widths, multi_out=False):
+    """Record a node of `layer` on symbolic `inputs`; its outputs."""
+    dtypes = {t.dtype for t in inputs if t.dtype is not None}
+    if len(dtypes) > 1:
+        raise TypeError(f"{layer.name!r}: its inputs have different dtypes {sorted(map(str, dtypes))}")
+    dtype = dtypes.pop() if dtypes else None
+    node = _Node(layer, inputs)
+    outs = []
+    for j, w in enumerate(out_widths):
+        t = SymbolicTensor(w, dtype, layer.name if len(out_widths) == 1 else f"{layer.name}:{j}",
+                           node, j)
+        outs.append(t)
+    node.outputs = outs
+    return outs if multi_out else outs[0]
+
+
+# ---------------------------------------------------------------- layers
+
 class Layer(_core.Layer):
     """Base class of every nnlayers layer.
 
-    ``forward(x)`` (or ``layer(x)``) maps ``x`` (N, in) to a new array
-    (N, out) and keeps what ``backward`` needs. ``backward(grad_output)``
-    returns the vector-Jacobian product dL/dx at the last forward's input
-    and *adds* dL/dW, dL/db into ``grads``. Each forward serves one backward.
+    ``forward(x)`` (or ``layer(x)`` on arrays) maps ``x`` (N, in) to a new
+    array (N, out) and keeps what ``backward`` needs.
+    ``backward(grad_output)`` returns the vector-Jacobian product dL/dx at
+    the last forward's input and *adds* the parameter gradients into
+    ``grads``. Each forward serves one backward. Called on a symbolic
+    tensor (``nl.Input``), a layer adds a node to a graph instead.
 
-    Do not modify the arrays passed to or returned by ``forward`` before the
-    matching ``backward``: a standalone layer reads them again (a Sequential
-    keeps its activations in its own workspace instead).
+    Do not modify the arrays passed to or returned by ``forward`` before
+    the matching ``backward``: a layer on its own reads them again (a model
+    keeps its values in its own workspace instead).
     """
 
-    _kind = None
+    def __init__(self, kind, *args, name=None, **kwargs):
+        super().__init__(kind, *args, **kwargs)
+        self.name = _check_name(name) if name is not None else _auto_name(kind)
+
+    def __call__(self, x):
+        sym = _symbolic_inputs(x)
+        if sym is None:
+            return self.forward(x)
+        lo, hi = self._n_inputs
+        if isinstance(x, SymbolicTensor) and hi != 1:
+            raise TypeError(f"{self!r} takes a list of at least {lo} tensors")
+        if not isinstance(x, SymbolicTensor) and hi == 1:
+            raise TypeError(f"{self!r} takes one tensor, got a list of {len(sym)}")
+        if len(sym) < lo or (hi is not None and len(sym) > hi):
+            most = "any number of" if hi is None else f"at most {hi}"
+            raise ValueError(f"{self!r} takes at least {lo} and {most} inputs, got {len(sym)}")
+        return _call_symbolic(self, sym, [self._out_width([t.width for t in sym])])
+
+    def _out_width(self, widths):
+        """The width of this layer's output for inputs of these widths;
+        ValueError naming the layer if they do not fit."""
+        try:
+            return self._output_width(tuple(widths))
+        except ValueError as e:
+            raise ValueError(f"layer {self.name!r}: {e}") from None
 
     @property
     def params(self):
@@ -107,6 +276,21 @@ class Layer(_core.Layer):
     def grads(self):
         """Gradients by name, same layout as ``params``."""
         return ParamDict(self._grad_views(), self, "grads")
+
+    @property
+    def buffers(self):
+        """State kept with the layer but never trained, by name (views)."""
+        return ParamDict(self._buffer_views(), self, "buffers")
+
+    def count_params(self):
+        """Number of trained values."""
+        return self._n_params
+
+    @classmethod
+    def _tensor_shapes(cls, config):
+        """{name: shape} of the tensors a layer of this class and config
+        holds, without building it (the loader checks files with it)."""
+        return {}
 
     def get_config(self):
         """Constructor arguments, JSON-able (used by save/load)."""
@@ -123,14 +307,19 @@ class Layer(_core.Layer):
         return f"{type(self).__name__}({self._arg_repr()}{frozen})"
 
     def __reduce__(self):
-        state = {"trainable": self.trainable,
-                 "params": {k: np.array(v) for k, v in self.params.items()}}
+        state = {"trainable": self.trainable, "name": self.name,
+                 "params": {k: np.array(v) for k, v in self.params.items()},
+                 "buffers": {k: np.array(v) for k, v in self.buffers.items()}}
         return (layer_from_config, (type(self).__name__, self.get_config()), state)
 
     def __setstate__(self, state):
         for k, v in state["params"].items():
             self.params[k] = v
+        for k, v in state.get("buffers", {}).items():
+            self.buffers[k] = v
         self.trainable = state["trainable"]
+        if "name" in state:
+            self.name = state["name"]
 
 
 class Linear(Layer):
@@ -149,68 +338,103 @@ class Linear(Layer):
         Weights are random, never all equal (zero init cannot break symmetry).
     seed : int or None
         Makes the initialisation reproducible.
+    name : str or None
+        Defaults to "linear", "linear_1", ... (unique in the process).
 
     The VJP: dL/dx = G Wᵀ, dL/dW += xᵀ G, dL/db += Σₙ G[n].
     """
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32,
-                 init="he", seed=None):
+                 init="he", seed=None, name=None):
         super().__init__("linear", in_features, out_features, bias=bias,
-                         dtype=dtype, init=init, seed=seed)
+                         dtype=dtype, init=init, seed=seed, name=name)
 
     def get_config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
                 "bias": self.bias, "dtype": str(np.dtype(self.dtype))}
 
-    def __reduce__(self):
-        cls, args, state = super().__reduce__()
-        return cls, args, state
-
-
-def _activation(name, kind, doc):
-    def __init__(self, dtype=None):
-        _core.Layer.__init__(self, kind, dtype=dtype)
-
-    __init__.__doc__ = doc
-    return type(name, (Layer,), {"__init__": __init__, "__doc__": doc,
-                                 "_kind": kind, "__module__": __name__})
+    @classmethod
+    def _tensor_shapes(cls, config):
+        i, o = config["in_features"], config["out_features"]
+        for v in (i, o):
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 2**31 - 1:
+                raise ValueError(f"in/out features must be ints in [1, 2**31 - 1], got {v!r}")
+        shapes = {"W": (i, o)}
+        if config.get("bias", True):
+            shapes["b"] = (o,)
+        return shapes
 
 
 _DTYPE_DOC = ("\n\n    dtype : None (default: adopts the model's, or float32 inputs stay "
               "float32 and others become float64), numpy.float32 or numpy.float64.")
 
-Identity = _activation("Identity", "identity",
-                       "Identity ``y = z``; its VJP passes the gradient through." + _DTYPE_DOC)
-ReLU = _activation("ReLU", "relu",
-                   "Rectified linear unit ``max(z, 0)``; derivative ``[z > 0]``." + _DTYPE_DOC)
-Sigmoid = _activation("Sigmoid", "sigmoid",
-                      "Logistic ``1 / (1 + e^-z)``, overflow-free; derivative ``a (1 - a)``." + _DTYPE_DOC)
-Tanh = _activation("Tanh", "tanh", "Hyperbolic tangent; derivative ``1 - a²``." + _DTYPE_DOC)
-Softplus = _activation("Softplus", "softplus",
-                       "The soft ReLU ``log(1 + e^z)``, computed stably as "
-                       "``max(z, 0) + log1p(e^-|z|)``; derivative ``sigmoid(z)``." + _DTYPE_DOC)
-Step = _activation("Step", "step",
-                   "Hard threshold ``[z > 0]``. Its derivative is zero almost everywhere, "
-                   "so backward returns zeros: it cannot train the layers below it "
-                   "(the reason smooth activations replaced it)." + _DTYPE_DOC)
-Cos = _activation("Cos", "cos",
-                  "Cosine ``cos z``, for random Fourier features; derivative ``-sin z``." + _DTYPE_DOC)
-Softmax = _activation("Softmax", "softmax",
-                      "Row-wise softmax, shifted by the row maximum; VJP "
-                      "``a * (g - Σ g a)``. For training, prefer SoftmaxCrossEntropy on "
-                      "logits (fused and stabler)." + _DTYPE_DOC)
-LogSoftmax = _activation("LogSoftmax", "log_softmax",
-                         "Row-wise log-softmax ``z - logsumexp(z)``; VJP "
-                         "``g - e^a Σ g``. Pairs with the NLL loss." + _DTYPE_DOC)
+
+def _parameter_free(name, kind, doc):
+    def __init__(self, dtype=None, name=None):
+        Layer.__init__(self, kind, dtype=dtype, name=name)
+
+    __init__.__doc__ = doc
+    return type(name, (Layer,), {"__init__": __init__, "__doc__": doc,
+                                 "__module__": __name__})
+
+
+Identity = _parameter_free("Identity", "identity",
+                           "Identity ``y = z``; its VJP passes the gradient through." + _DTYPE_DOC)
+ReLU = _parameter_free("ReLU", "relu",
+                       "Rectified linear unit ``max(z, 0)``; derivative ``[z > 0]``." + _DTYPE_DOC)
+Sigmoid = _parameter_free("Sigmoid", "sigmoid",
+                          "Logistic ``1 / (1 + e^-z)``, overflow-free; derivative ``a (1 - a)``."
+                          + _DTYPE_DOC)
+Tanh = _parameter_free("Tanh", "tanh", "Hyperbolic tangent; derivative ``1 - a²``." + _DTYPE_DOC)
+Softplus = _parameter_free("Softplus", "softplus",
+                           "The soft ReLU ``log(1 + e^z)``, computed stably as "
+                           "``max(z, 0) + log1p(e^-|z|)``; derivative ``sigmoid(z)``." + _DTYPE_DOC)
+Step = _parameter_free("Step", "step",
+                       "Hard threshold ``[z > 0]``. Its derivative is zero almost everywhere, "
+                       "so backward returns zeros: it cannot train the layers below it "
+                       "(the reason smooth activations replaced it)." + _DTYPE_DOC)
+Cos = _parameter_free("Cos", "cos",
+                      "Cosine ``cos z``, for random Fourier features; derivative ``-sin z``."
+                      + _DTYPE_DOC)
+Softmax = _parameter_free("Softmax", "softmax",
+                          "Row-wise softmax, shifted by the row maximum; VJP "
+                          "``a * (g - Σ g a)``. For training, prefer SoftmaxCrossEntropy on "
+                          "logits (fused and stabler)." + _DTYPE_DOC)
+LogSoftmax = _parameter_free("LogSoftmax", "log_softmax",
+                             "Row-wise log-softmax ``z - logsumexp(z)``; VJP "
+                             "``g - e^a Σ g``. Pairs with the NLL loss." + _DTYPE_DOC)
+
+_MERGE_DOC = ("\n\n    Called on a list of symbolic tensors it adds a node to a graph; on a "
+              "list of arrays it computes. dtype as for activations.")
+
+Add = _parameter_free("Add", "add",
+                      "Elementwise sum of two or more inputs of one width: "
+                      "``y = Σᵢ xᵢ``; VJP ``dxᵢ = dy``." + _MERGE_DOC)
+Subtract = _parameter_free("Subtract", "subtract",
+                           "Difference of exactly two inputs of one width: ``y = x₀ - x₁``; "
+                           "VJP ``dx₀ = dy``, ``dx₁ = -dy``." + _MERGE_DOC)
+Multiply = _parameter_free("Multiply", "multiply",
+                           "Elementwise product of two or more inputs of one width: "
+                           "``y = Πᵢ xᵢ``; VJP ``dxᵢ = dy Π_{j≠i} xⱼ``." + _MERGE_DOC)
+Average = _parameter_free("Average", "average",
+                          "Elementwise mean of two or more inputs of one width: "
+                          "``y = (1/k) Σᵢ xᵢ``; VJP ``dxᵢ = dy / k``." + _MERGE_DOC)
+Concatenate = _parameter_free("Concatenate", "concatenate",
+                              "Two or more inputs side by side along the features: "
+                              "``y = [x₀ | x₁ | ...]`` (width the sum of theirs); VJP: each "
+                              "input gets its block of dy." + _MERGE_DOC)
 
 
 class LeakyReLU(Layer):
     """Leaky ReLU ``z if z > 0 else slope * z``; derivative 1 or ``slope``."""
 
-    _kind = "leaky_relu"
+    def __init__(self, slope=0.01, dtype=None, name=None):
+        super().__init__("leaky_relu", dtype=dtype, slope=float(slope), name=name)
 
-    def __init__(self, slope=0.01, dtype=None):
-        super().__init__("leaky_relu", dtype=dtype, slope=float(slope))
+    @property
+    def slope(self):
+        """The negative slope."""
+        return self._args["slope"]
 
     def get_config(self):
         cfg = {"slope": self.slope}
@@ -219,7 +443,8 @@ class LeakyReLU(Layer):
 
 
 _CLASSES = {c.__name__: c for c in (Linear, Identity, ReLU, LeakyReLU, Sigmoid, Tanh,
-                                    Softplus, Step, Cos, Softmax, LogSoftmax)}
+                                    Softplus, Step, Cos, Softmax, LogSoftmax,
+                                    Add, Subtract, Multiply, Average, Concatenate)}
 
 
 def layer_from_config(class_name, config):
@@ -239,3 +464,4 @@ def layer_from_config(class_name, config):
     if cls is Linear:
         cfg.setdefault("seed", 0)
     return cls(**cfg)
+

@@ -1,22 +1,38 @@
-"""Sequential: a chain of layers run by one C call per direction, with
-Keras-style ``fit``/``predict``/``evaluate`` and ``save``."""
+"""Model and Sequential: graphs of layers run by the C engine.
+
+``Model(inputs, outputs)`` is Keras's functional API: any graph of layers
+built by calling layers on symbolic tensors (fan-out, merges, shared
+layers, nested models, several inputs and outputs). ``Sequential`` is the
+chain case of the same class. Both share one implementation of forward,
+backward, train_step, fit, predict, evaluate, parameters, save/load,
+pickling and deep copies.
+
+A model is described by a *spec*: its inputs, the objects it calls
+(layers and nested models, each under a name), the nodes (which object,
+on which values) and its outputs. The C engine runs the spec flattened:
+nested models are expanded into their layers, so every node it sees is
+one layer.
+"""
 import numbers
 import time
 
 import numpy as np
 
 from . import _core
-from .layers import ParamDict
+from .layers import Layer, ParamDict, SymbolicTensor, _auto_name, _call_symbolic, _check_name
+from .layers import _symbolic_inputs
 from .losses import Loss, SoftmaxCrossEntropy, loss_from_name
 from .optim import SGD
 
-__all__ = ["Sequential", "History"]
+__all__ = ["Model", "Sequential", "History"]
 
 
 class History:
     """What ``fit`` records: ``history`` maps "loss", "accuracy" (for
     classification), "val_loss" and "val_accuracy" (with validation data)
-    to one value per epoch; ``epoch`` lists the epoch indices."""
+    to one value per epoch, and for a model of several outputs each
+    output's "<name>_loss" and "<name>_accuracy" too; ``epoch`` lists the
+    epoch indices."""
 
     def __init__(self, params):
         self.history = {}
@@ -41,70 +57,325 @@ def _check_positive_int(value, name):
     return int(value)
 
 
-def _accuracy(pred, y):
-    """Share of rows classified right: argmax for C > 1, logit > 0 for C == 1."""
-    y = np.asarray(y)
-    if pred.shape[0] == 0:
-        return float("nan")
-    if pred.shape[1] == 1:
-        truth = (y.reshape(-1) > 0.5) if y.ndim == 1 or y.shape[1] == 1 else None
-        return float(np.mean((pred[:, 0] > 0) == truth))
-    guess = np.argmax(pred, axis=1)
-    truth = y if y.ndim == 1 else np.argmax(y, axis=1)
-    return float(np.mean(guess == truth))
+# ---------------------------------------------------------------- specs
+
+INPUT = -1   # a value reference (INPUT, i) is the model's input i
 
 
-def _check_widths(layers):
-    """Refuse chains whose Linear widths cannot meet (activations keep the
-    width), at construction rather than at the first forward."""
-    last = None
-    for i, layer in enumerate(layers):
-        if isinstance(layer, _core.Layer) and layer.kind == "linear":
-            if last is not None and layer.in_features != last[1]:
-                raise ValueError(
-                    f"layer {i} ({layer!r}) expects an input width of "
-                    f"{layer.in_features}, but layer {last[0]} outputs {last[1]}")
-            last = (i, layer.out_features)
+class _Spec:
+    """A model's structure, before flattening.
 
-
-class Sequential(_core.Sequential):
-    """A chain of layers: ``Sequential(Linear(2, 2), ReLU(), Linear(2, 1))``.
-
-    The model owns one block for all parameters and one for all gradients
-    (each layer's ``params`` become views into it), plus an activation
-    workspace reused from call to call. ``forward`` and ``backward`` each
-    run the whole chain in one C call; ``train_step`` runs forward, loss,
-    backward and the SGD update in one C call; ``fit`` runs each epoch's
-    minibatch loop in C.
-
-    All layers share one dtype (a Linear sets it; activations adopt it).
-    A layer belongs to at most one Sequential.
+    inputs:  [(width or None, dtype or None, name)]
+    objects: the distinct layers and nested models it calls
+    names:   their entry names (parameter names start with them)
+    nodes:   [(object index, [value references])]
+    outputs: [value references]
+    A value reference is (INPUT, i) for input i, or (k, j) for output j of
+    node k.
     """
 
-    def __init__(self, *layers):
-        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
-            layers = tuple(layers[0])
-        _check_widths(layers)
-        super().__init__(*layers)
+    __slots__ = ("inputs", "objects", "names", "nodes", "outputs")
 
-    # ---- container ----
-    def __getitem__(self, index):
-        return self.layers[index]
+    def __init__(self, inputs, objects, names, nodes, outputs):
+        self.inputs = inputs
+        self.objects = objects
+        self.names = names
+        self.nodes = nodes
+        self.outputs = outputs
 
-    def __iter__(self):
-        return iter(self.layers)
+
+def _node_label(name, uses):
+    """The name of a node: its layer's name, with the use count after the
+    first use of a shared layer."""
+    return name if uses == 0 else f"{name}[{uses}]"
+
+
+def _flatten(spec, in_values, n_inputs, flat):
+    """Append spec's nodes, nested models expanded, to `flat` (the C
+    engine's graph); in_values are the flat values of spec's inputs.
+    Returns the flat values of spec's outputs."""
+    values = {(INPUT, i): v for i, v in enumerate(in_values)}
+    for k, (oi, refs) in enumerate(spec.nodes):
+        obj = spec.objects[oi]
+        ins = [values[r] for r in refs]
+        if isinstance(obj, Model):
+            outs = _flatten(obj._spec, ins, n_inputs, _Prefixed(flat, spec.names[oi]))
+        else:
+            outs = [flat.add_node(obj, ins, spec.names[oi])]
+        for j, v in enumerate(outs):
+            values[(k, j)] = v
+    return [values[r] for r in spec.outputs]
+
+
+class _FlatGraph:
+    """The C engine's view: distinct layers, nodes of one layer each, and
+    what messages call each node (`label` makes it from a name)."""
+
+    def __init__(self, n_inputs, label):
+        self.n_inputs = n_inputs
+        self.label = label
+        self.layers = []
+        self.index = {}
+        self.nodes = []
+        self.names = []
+        self.uses = {}
+
+    def add_node(self, layer, ins, name, nested=False):
+        li = self.index.get(id(layer))
+        if li is None:
+            li = self.index[id(layer)] = len(self.layers)
+            self.layers.append(layer)
+        uses = self.uses.get(id(layer), 0)
+        self.uses[id(layer)] = uses + 1
+        self.nodes.append((li, tuple(ins)))
+        name = _node_label(name, uses)
+        self.names.append(f"node {name!r}" if nested else self.label(name))
+        return self.n_inputs + len(self.nodes) - 1
+
+
+class _Prefixed:
+    """A _FlatGraph seen from inside a nested model: node names get the
+    nested model's name in front."""
+
+    def __init__(self, flat, prefix):
+        self.flat = flat
+        self.prefix = prefix
+
+    def add_node(self, layer, ins, name, nested=True):
+        return self.flat.add_node(layer, ins, f"{self.prefix}/{name}", True)
+
+
+def _spec_from_tensors(inputs, outputs):
+    """The spec of the graph between symbolic `inputs` and `outputs`."""
+    in_index = {}
+    for i, t in enumerate(inputs):
+        if t.node is not None:
+            raise ValueError(
+                f"inputs[{i}] ({t!r}) is computed by layer {t.node.layer.name!r}; a "
+                f"model's inputs must come from nl.Input(...)")
+        if id(t) in in_index:
+            raise ValueError(f"inputs[{i}] ({t!r}) is listed twice")
+        in_index[id(t)] = i
+    objects, names, obj_index, nodes, node_index = [], [], {}, [], {}
+
+    def ref(t, path):
+        if t.node is None:
+            if id(t) not in in_index:
+                raise ValueError(
+                    f"graph disconnected: {path} depends on input {t.name!r}, which "
+                    f"is not in the model's inputs")
+            return (INPUT, in_index[id(t)])
+        return (visit(t.node, path), t.index)
+
+    def visit(node, path):
+        key = id(node)
+        if key in node_index:
+            if node_index[key] is None:
+                raise ValueError(f"the graph has a cycle at layer {node.layer.name!r}")
+            return node_index[key]
+        node_index[key] = None
+        refs = [ref(t, f"layer {node.layer.name!r}") for t in node.inputs]
+        layer = node.layer
+        if id(layer) not in obj_index:
+            obj_index[id(layer)] = len(objects)
+            objects.append(layer)
+            names.append(layer.name)
+        nodes.append((obj_index[id(layer)], refs))
+        node_index[key] = len(nodes) - 1
+        return node_index[key]
+
+    out_refs = [ref(t, f"output {t.name!r}") for t in outputs]
+    seen = {}
+    for layer, name in zip(objects, names):
+        if name in seen and seen[name] is not layer:
+            raise ValueError(
+                f"two different layers are named {name!r} ({seen[name]!r} and "
+                f"{layer!r}); names must be unique in a model")
+        seen[name] = layer
+    spec_inputs = [(t.width, t.dtype, t.name) for t in inputs]
+    return _Spec(spec_inputs, objects, names, nodes, out_refs)
+
+
+def _as_tensor_list(x, what):
+    items = list(x) if isinstance(x, (list, tuple)) else [x]
+    if not items:
+        raise ValueError(f"Model needs at least one of {what}")
+    for i, t in enumerate(items):
+        if not isinstance(t, SymbolicTensor):
+            raise TypeError(
+                f"Model({what}=...): item {i} is {type(t).__name__}, not a symbolic "
+                f"tensor; build a model from nl.Input(...) and layers called on it, "
+                f"then call the model on arrays")
+    return items
+
+
+def _widths_of(spec, in_widths, label=None):
+    """Widths of spec's outputs for inputs of these widths (None where a
+    width is not known), checking each layer as it goes; `label(k)` names
+    node k in messages."""
+    label = label or (lambda k: f"node {spec.names[spec.nodes[k][0]]!r}")
+    values = {(INPUT, i): w for i, w in enumerate(in_widths)}
+
+    def source(ref):
+        return "the input" if ref[0] == INPUT else label(ref[0])
+
+    for k, (oi, refs) in enumerate(spec.nodes):
+        obj = spec.objects[oi]
+        ins = [values[r] for r in refs]
+        if isinstance(obj, Model):
+            outs = _widths_of(obj._spec, ins)
+        elif any(w is None for w in ins):
+            outs = [None]
+        else:
+            fixed = obj.in_features
+            if fixed is not None and len(ins) == 1 and ins[0] != fixed:
+                raise ValueError(f"{label(k)} ({obj!r}) expects an input width of {fixed}, but "
+                                 f"{source(refs[0])} outputs {ins[0]}")
+            outs = [obj._out_width(ins)]
+        for j, w in enumerate(outs):
+            values[(k, j)] = w
+    return [values[r] for r in spec.outputs]
+
+
+# ---------------------------------------------------------------- Model
+
+class Model(_core.Model):
+    """A graph of layers (Keras's functional API)::
+
+        x = nl.Input(784)
+        h = nl.ReLU()(nl.Linear(784, 256)(x))
+        out = nl.Add()([nl.Linear(256, 10)(h), nl.Linear(784, 10)(x)])
+        model = nl.Model(inputs=x, outputs=out)
+
+    ``inputs`` and ``outputs`` are symbolic tensors, or lists of them for
+    several. A layer called at several places is shared (one set of
+    parameters, gradients summed over its uses); a model called on
+    symbolic tensors acts as one layer with its own parameters.
+
+    The model owns one block for all parameters and one for all gradients
+    (the layers' parameters become views into it) plus workspaces reused
+    from call to call. ``forward``, ``backward``, ``train_step`` and each
+    epoch of ``fit`` run in one C call. ``predict`` (and ``forward``) may
+    run from several threads at once; training runs alone.
+    """
+
+    _default_name = "model"
+
+    def __init__(self, inputs, outputs, name=None):
+        ins = _as_tensor_list(inputs, "inputs")
+        outs = _as_tensor_list(outputs, "outputs")
+        spec = _spec_from_tensors(ins, outs)
+        self._multi_in = isinstance(inputs, (list, tuple))
+        self._multi_out = isinstance(outputs, (list, tuple))
+        self._output_names = [t.name for t in outs]
+        self._build(spec, name)
+
+    # ---- construction
+    def _build(self, spec, name):
+        """Hand the flattened spec to the C engine."""
+        self.name = _check_name(name) if name is not None else _auto_name(self._default_name)
+        self._spec = spec
+        flat = _FlatGraph(len(spec.inputs), self._node_text)
+        outputs = _flatten(spec, list(range(len(spec.inputs))), len(spec.inputs), flat)
+        dtypes = {np.dtype(d) for _, d, _ in spec.inputs if d is not None}
+        if len(dtypes) > 1:
+            raise TypeError(f"the model's inputs have different dtypes {sorted(map(str, dtypes))}")
+        names = flat.names + [f"input {n!r}" for _, _, n in spec.inputs]
+        _core.Model.__init__(self, flat.layers, flat.nodes, [w for w, _, _ in spec.inputs],
+                             outputs, names, dtypes.pop() if dtypes else None)
+        self._flat_layers = tuple(flat.layers)
+        if not hasattr(self, "_output_names"):
+            self._output_names = [f"output_{j}" for j in range(len(spec.outputs))]
+
+    @staticmethod
+    def _node_text(name):
+        """What messages call the node of this name."""
+        return f"node {name!r}"
+
+    @classmethod
+    def _from_spec(cls, spec, name, multi_in=None, multi_out=None, output_names=None):
+        """A model of this class from a spec (load, pickling)."""
+        self = cls.__new__(cls)
+        self._multi_in = len(spec.inputs) > 1 if multi_in is None else multi_in
+        self._multi_out = len(spec.outputs) > 1 if multi_out is None else multi_out
+        if output_names is not None:
+            self._output_names = list(output_names)
+        self._build(spec, name)
+        return self
+
+    # ---- calling
+    def __call__(self, x):
+        sym = _symbolic_inputs(x)
+        if sym is None:
+            return self.forward(x)
+        n = len(self._spec.inputs)
+        if len(sym) != n:
+            raise ValueError(f"{self.name!r} takes {n} input(s), got {len(sym)}")
+        for t, (w, _, nm) in zip(sym, self._spec.inputs):
+            if w is not None and t.width != w:
+                raise ValueError(
+                    f"{self.name!r}: input {nm!r} takes width {w}, got {t!r}")
+        widths = _widths_of(self._spec, [t.width for t in sym])
+        return _call_symbolic(self, sym, widths, multi_out=self._multi_out)
+
+    def _out_width(self, widths):
+        out = _widths_of(self._spec, list(widths))
+        if len(out) != 1:
+            raise ValueError(f"{self.name!r} has {len(out)} outputs")
+        return out[0]
+
+    # ---- structure
+    @property
+    def layers(self):
+        """The layers and nested models this model calls, in order."""
+        return tuple(self._spec.objects)
+
+    @property
+    def inputs(self):
+        """(width, name) of each input (width None when any is taken)."""
+        widths = self._input_widths
+        return [(w, n) for w, (_, _, n) in zip(widths, self._spec.inputs)]
+
+    @property
+    def trainable(self):
+        """True when any layer trains; setting it sets every layer's."""
+        return any(layer.trainable for layer in self._flat_layers)
+
+    @trainable.setter
+    def trainable(self, value):
+        for layer in self._flat_layers:
+            layer.trainable = value
+
+    def _named_leaves(self):
+        """(name, layer) for every distinct layer, names from the entries
+        ("0", "linear", "encoder.0", ...)."""
+        seen = set()
+        for name, obj in zip(self._spec.names, self._spec.objects):
+            if isinstance(obj, Model):
+                items = [(f"{name}.{n}", layer) for n, layer in obj._named_leaves()]
+            else:
+                items = [(name, obj)]
+            for n, layer in items:
+                if id(layer) not in seen:
+                    seen.add(id(layer))
+                    yield n, layer
 
     def parameters(self):
-        """Parameters by name ("0.W", "0.b", "2.W", ...): views into the
-        model's parameter block. Assigning an array of the same shape copies
-        it into the model (``model.parameters()["0.W"] = W``)."""
-        return ParamDict({f"{i}.{k}": v for i, layer in enumerate(self.layers)
+        """Parameters by name ("0.W", "linear.b", "encoder.0.W", ...): views
+        into the model's parameter block. Assigning an array of the same
+        shape copies it into the model."""
+        return ParamDict({f"{n}.{k}": v for n, layer in self._named_leaves()
                           for k, v in layer.params.items()}, self, "parameters")
 
     def gradients(self):
         """Gradients by the same names as ``parameters()``."""
-        return ParamDict({f"{i}.{k}": v for i, layer in enumerate(self.layers)
+        return ParamDict({f"{n}.{k}": v for n, layer in self._named_leaves()
                           for k, v in layer.grads.items()}, self, "gradients")
+
+    def buffers(self):
+        """Buffers (state that is not trained) by name, as views."""
+        return ParamDict({f"{n}.{k}": v for n, layer in self._named_leaves()
+                          for k, v in layer.buffers.items()}, self, "buffers")
 
     @property
     def params(self):
@@ -114,19 +385,71 @@ class Sequential(_core.Sequential):
     def grads(self):
         return self.gradients()
 
+    def _trainable_parameter_names(self):
+        return [f"{n}.{k}" for n, layer in self._named_leaves() if layer.trainable
+                for k in layer.params]
+
     def num_parameters(self):
         """Number of scalar parameters."""
-        return int(sum(v.size for v in self.parameters().values()))
+        return int(sum(layer.count_params() for _, layer in self._named_leaves()))
+
+    count_params = num_parameters
 
     def __repr__(self):
-        lines = [f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers)]
-        return "Sequential(\n" + "\n".join(lines) + "\n)"
+        lines = []
+        for k, (oi, refs) in enumerate(self._spec.nodes):
+            ins = ", ".join(self._ref_name(r) for r in refs)
+            lines.append(f"  {self._spec.names[oi]}: {self._spec.objects[oi]!r} <- {ins}")
+        outs = ", ".join(self._ref_name(r) for r in self._spec.outputs)
+        return f"{type(self).__name__}(name={self.name!r},\n" + "\n".join(lines) + \
+            f"\n  outputs: {outs}\n)"
 
-    def __reduce__(self):
-        return (type(self), tuple(self.layers))
+    def _ref_name(self, ref):
+        k, j = ref
+        if k == INPUT:
+            return self._spec.inputs[j][2]
+        oi = self._spec.nodes[k][0]
+        return self._spec.names[oi] + (f":{j}" if j else "")
 
-    # ---- training ----
-    def _resolve_loss(self, loss):
+    # ---- running
+    def predict(self, X, batch_size=None):
+        """The model's output for X (n, in) (a list of arrays for several
+        inputs; a list of outputs for several), computed in batches of
+        ``batch_size`` rows (default: all at once). Several threads may
+        predict with one model at once."""
+        if batch_size is None:
+            return self._predict(X)
+        batch_size = _check_positive_int(batch_size, "batch_size")
+        xs = list(X) if self._multi_in else [X]
+        xs = [np.asarray(a) for a in xs]
+        for a in xs:
+            if a.ndim != 2:
+                raise ValueError(f"X must be a 2-D array (samples, features), got shape {a.shape}")
+        n = xs[0].shape[0]
+        parts = []
+        for i in range(0, n, batch_size):
+            sl = [a[i:i + batch_size] for a in xs]
+            parts.append(self._predict(sl if self._multi_in else sl[0]))
+        if not parts:
+            return self._predict(X)
+        if self._multi_out:
+            return [np.concatenate([p[j] for p in parts], axis=0) for j in range(len(parts[0]))]
+        return np.concatenate(parts, axis=0)
+
+    def _losses(self, loss):
+        """One nnlayers Loss per output, from a loss, a name, or a list."""
+        n = len(self._spec.outputs)
+        if loss is None:
+            loss = SoftmaxCrossEntropy()
+        if isinstance(loss, (list, tuple)) and (n > 1 or len(loss) == 1):
+            if len(loss) != n:
+                raise ValueError(f"loss: this model has {n} outputs, got a list of "
+                                 f"{len(loss)} losses (give one per output, or one for all)")
+            return [self._resolve_loss(x) for x in loss]
+        return [self._resolve_loss(loss)] * n
+
+    @staticmethod
+    def _resolve_loss(loss):
         if isinstance(loss, str):
             loss = loss_from_name(loss)
         if not isinstance(loss, Loss):
@@ -134,9 +457,62 @@ class Sequential(_core.Sequential):
                             f"nnlayers.SoftmaxCrossEntropy()), got {type(loss).__name__}")
         return loss
 
+    def _loss_weights(self, loss_weights):
+        n = len(self._spec.outputs)
+        if loss_weights is None:
+            return [1.0] * n
+        if isinstance(loss_weights, dict):
+            unknown = set(loss_weights) - set(self._output_names)
+            if unknown:
+                raise ValueError(f"loss_weights names unknown outputs {sorted(unknown)}; "
+                                 f"the outputs are {self._output_names}")
+            return [float(loss_weights.get(name, 1.0)) for name in self._output_names]
+        weights = [float(w) for w in loss_weights]
+        if len(weights) != n:
+            raise ValueError(f"loss_weights must give one weight per output ({n}), "
+                             f"got {len(weights)}")
+        return weights
+
+    def evaluate(self, X, y, loss=None, batch_size=None, loss_weights=None):
+        """Loss (batch-averaged over all of X) and, for classification, the
+        accuracy: ``{"loss": float, "accuracy": float}``. A model of
+        several outputs also reports each output's "<name>_loss" (and
+        "<name>_accuracy"); "loss" is then the weighted sum."""
+        losses = self._losses(loss)
+        weights = self._loss_weights(loss_weights)
+        preds = self.predict(X, batch_size=batch_size)
+        preds = preds if self._multi_out else [preds]
+        ys = self._targets_list(y)
+        out, total = {}, 0.0
+        for j, (p, t, lf) in enumerate(zip(preds, ys, losses)):
+            value = lf.forward(p, t)
+            lf.backward()  # release the gradient held for backward
+            total += weights[j] * value
+            acc = lf._correct(p, t) / p.shape[0] if lf.is_classification and p.shape[0] else None
+            if self._multi_out:
+                name = self._output_names[j]
+                out[f"{name}_loss"] = value
+                if acc is not None:
+                    out[f"{name}_accuracy"] = acc
+            else:
+                out["loss"] = value
+                if lf.is_classification:
+                    out["accuracy"] = acc if acc is not None else float("nan")
+        if self._multi_out:
+            out = {"loss": total, **out}
+        return out
+
+    def _targets_list(self, y):
+        n = len(self._spec.outputs)
+        if not self._multi_out:
+            return [y]
+        if not isinstance(y, (list, tuple)) or len(y) != n:
+            raise ValueError(f"y: this model has {n} outputs, so it takes a list of {n} targets")
+        return list(y)
+
     def fit(self, X, y, loss=None, optimizer=None, epochs=1, batch_size=32,
-            shuffle=True, seed=None, validation_data=None, verbose=1):
-        """Train with minibatch SGD; returns a :class:`History`.
+            shuffle=True, seed=None, validation_data=None, verbose=1, loss_weights=None):
+        """Train with minibatches; returns a :class:`History`.
 
         Each epoch's loop over minibatches runs in C with the GIL released;
         Python is entered only between epochs and, a few times a second, to
@@ -148,19 +524,21 @@ class Sequential(_core.Sequential):
 
         Parameters
         ----------
-        X : array (n, in); y : labels (n,) or targets (n, C)
-        loss : an nnlayers loss (default SoftmaxCrossEntropy)
-        optimizer : an nnlayers.SGD over this model (default SGD(lr=0.01))
+        X : array (n, in), or a list of arrays for several inputs
+        y : labels (n,) or targets (n, C), or a list (one per output)
+        loss : an nnlayers loss (default SoftmaxCrossEntropy), or one per output
+        optimizer : an nnlayers optimizer over this model (default SGD(lr=0.01))
         epochs : int >= 0; batch_size : int >= 1 (a last partial batch is used)
         shuffle : reshuffle every epoch with ``np.random.default_rng(seed)``
         validation_data : (X_val, y_val) evaluated after each epoch
         verbose : 0 silent, 1 a progress bar per epoch, 2 one line per epoch
+        loss_weights : one weight per output (a list, or a dict by output
+            name); the loss minimised is the weighted sum, as in Keras
         """
-        loss = self._resolve_loss(SoftmaxCrossEntropy() if loss is None else loss)
+        losses = self._losses(loss)
+        weights = self._loss_weights(loss_weights)
         if optimizer is None:
             optimizer = SGD(self, lr=0.01)
-        if not isinstance(optimizer, SGD) and not isinstance(optimizer, _core.SGD):
-            raise TypeError(f"optimizer must be an nnlayers.SGD, got {type(optimizer).__name__}")
         if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral):
             raise TypeError(f"epochs must be an int >= 0, got {type(epochs).__name__}")
         if epochs < 0:
@@ -168,50 +546,62 @@ class Sequential(_core.Sequential):
         batch_size = _check_positive_int(batch_size, "batch_size")
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-        # converted once, by the same C check as forward (dtype kind, ndim,
-        # INT_MAX rows); a matching array is used in place
-        X = _core.as_input(X, self.dtype, "X")
-        y = np.asarray(y)
-        if y.ndim == 0 or y.shape[0] != X.shape[0]:
-            raise ValueError(f"y must have one entry per row of X ({X.shape[0]}), "
-                             f"got shape {y.shape}")
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
-        n = X.shape[0]
+        # converted once, by the same C check as forward; a matching array
+        # is used in place
+        xs = list(X) if self._multi_in and isinstance(X, (list, tuple)) else [X]
+        xs = [_core.as_input(a, self.dtype, "X") for a in xs]
+        n = xs[0].shape[0]
+        ys = self._targets_list(y)
+        for t in ys:
+            t = np.asarray(t)
+            if t.ndim == 0 or t.shape[0] != n:
+                raise ValueError(f"y must have one entry per row of X ({n}), got shape {t.shape}")
         if n == 0 and epochs > 0:
             raise ValueError("X has no rows: fit needs at least one sample")
+        X_arg = xs if self._multi_in else xs[0]
+        loss_arg = losses if self._multi_out else losses[0]
         rng = np.random.default_rng(seed)
         history = History({"epochs": epochs, "batch_size": batch_size, "samples": n})
+        classify = [lf.is_classification for lf in losses]
         for epoch in range(epochs):
             order = rng.permutation(n).astype(np.int64) if shuffle else None
-            bar, progress = self._progress(verbose, epoch, epochs, n, loss)
+            bar, progress = self._progress(verbose, epoch, epochs, n, classify[0])
             t0 = time.perf_counter()
             try:
-                loss_sum, correct, seen, stopped = self._fit_epoch(
-                    X, y, loss, optimizer, batch_size, order=order, progress=progress)
+                loss_sum, seen, stopped, sums, correct = self._fit_epoch(
+                    X_arg, y, loss_arg, optimizer, batch_size, order=order,
+                    progress=progress, loss_weights=weights)
             except _core.NonFiniteLossError as e:
                 raise _core.NonFiniteLossError(f"epoch {epoch + 1}: {e}") from None
             finally:
                 if bar is not None:
                     bar.close()
             logs = {"loss": loss_sum / max(seen, 1)}
-            if loss.is_classification:
-                logs["accuracy"] = correct / max(seen, 1)
+            if self._multi_out:
+                for j, name in enumerate(self._output_names):
+                    logs[f"{name}_loss"] = sums[j] / max(seen, 1)
+                    if classify[j]:
+                        logs[f"{name}_accuracy"] = correct[j] / max(seen, 1)
+            elif classify[0]:
+                logs["accuracy"] = correct[0] / max(seen, 1)
             if validation_data is not None:
-                val = self.evaluate(validation_data[0], validation_data[1], loss)
+                val = self.evaluate(validation_data[0], validation_data[1], loss_arg,
+                                    loss_weights=weights if self._multi_out else None)
                 logs.update({"val_" + k: v for k, v in val.items()})
             history._record(epoch, logs)
             if verbose == 2:
                 dt = time.perf_counter() - t0
                 text = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-                print(f"Epoch {epoch + 1}/{epochs} - {dt:.2f}s - {n / max(dt, 1e-12):,.0f} samples/s - {text}",
-                      flush=True)
+                print(f"Epoch {epoch + 1}/{epochs} - {dt:.2f}s - {n / max(dt, 1e-12):,.0f} "
+                      f"samples/s - {text}", flush=True)
             if stopped:
                 break
         return history
 
-    def _progress(self, verbose, epoch, epochs, n, loss):
+    def _progress(self, verbose, epoch, epochs, n, classify):
         if verbose != 1:
             return None, None
         from tqdm.auto import tqdm
@@ -222,42 +612,107 @@ class Sequential(_core.Sequential):
         def progress(batch, n_batches, loss_sum, correct, seen):
             bar.update(seen - bar.n)
             post = {"loss": f"{loss_sum / max(seen, 1):.4f}"}
-            if loss.is_classification:
+            if classify:
                 post["acc"] = f"{correct / max(seen, 1):.3f}"
             bar.set_postfix(post, refresh=False)
             return False
 
         return bar, progress
 
-    def predict(self, X, batch_size=None):
-        """The model's output for X (n, in), computed in batches of
-        ``batch_size`` rows (default: all at once)."""
-        if batch_size is None:
-            return self.forward(X)
-        batch_size = _check_positive_int(batch_size, "batch_size")
-        X = np.asarray(X)
-        if X.ndim != 2:
-            raise ValueError(f"X must be a 2-D array (samples, features), got shape {X.shape}")
-        outs = [self.forward(X[i:i + batch_size]) for i in range(0, X.shape[0], batch_size)]
-        if not outs:
-            return self.forward(X)
-        return np.concatenate(outs, axis=0)
-
-    def evaluate(self, X, y, loss=None, batch_size=None):
-        """Loss (batch-averaged over all of X) and, for classification, the
-        accuracy: returns ``{"loss": float, "accuracy": float}``."""
-        loss = self._resolve_loss(SoftmaxCrossEntropy() if loss is None else loss)
-        pred = self.predict(X, batch_size=batch_size)
-        value = loss.forward(pred, y)
-        loss.backward()  # release the gradient held for backward
-        out = {"loss": value}
-        if loss.is_classification:
-            out["accuracy"] = _accuracy(pred, y)
-        return out
-
-    # ---- persistence ----
+    # ---- persistence
     def save(self, path):
-        """Save architecture (JSON) and parameters to an ``.npz`` file."""
+        """Save the graph (JSON) and the parameters to an ``.npz`` file."""
         from .io import save
 
         save(self, path)
+
+    def __reduce__(self):
+        from .io import _rebuild, to_archive
+
+        arch, arrays = to_archive(self)
+        return (_rebuild, (arch, arrays))
+
+
+# ---------------------------------------------------------------- Sequential
+
+def _chain_input_width(items):
+    """The input width a chain takes: that of its first layer with a fixed
+    input width, when every layer before it keeps the width; else None."""
+    for obj in items:
+        if isinstance(obj, Model):
+            widths = obj._input_widths
+            return widths[0] if len(widths) == 1 else None
+        if obj.in_features is not None:
+            return obj.in_features
+    return None
+
+
+class Sequential(Model):
+    """A chain of layers: ``Sequential(Linear(2, 2), ReLU(), Linear(2, 1))``.
+
+    The chain case of :class:`Model` (the same engine and methods). A
+    layer may appear more than once (its parameters are shared); a model
+    inside is called as one layer. ``model[i]``, ``len(model)`` and
+    iteration give the items in order; parameters are named by position
+    ("0.W", "2.b").
+    """
+
+    _default_name = "sequential"
+
+    def __init__(self, *layers, name=None):
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        for i, obj in enumerate(layers):
+            if not isinstance(obj, (_core.Layer, Model)):
+                raise TypeError(f"Sequential takes layers or models; argument {i} is "
+                                f"{type(obj).__name__}")
+            if isinstance(obj, Model) and (len(obj._spec.inputs) != 1 or
+                                           len(obj._spec.outputs) != 1):
+                raise ValueError(f"argument {i} ({obj.name!r}) has several inputs or "
+                                 f"outputs; a Sequential chains models of one each")
+        objects, names, index, nodes = [], [], {}, []
+        for i, obj in enumerate(layers):
+            if id(obj) not in index:
+                index[id(obj)] = len(objects)
+                objects.append(obj)
+                names.append(str(i))
+            nodes.append((index[id(obj)], [(INPUT, 0) if i == 0 else (i - 1, 0)]))
+        spec = _Spec([(None, None, "input")], objects, names, nodes, [(len(layers) - 1, 0)])
+        width = _chain_input_width(layers)
+        if width is not None:   # the chain's widths checked now, not at the first call
+            _widths_of(spec, [width], lambda k: f"layer {k}")
+        self._items = tuple(layers)
+        self._multi_in = self._multi_out = False
+        self._output_names = ["output"]
+        self._build(spec, name)
+
+    @classmethod
+    def _from_spec(cls, spec, name, multi_in=None, multi_out=None, output_names=None):
+        self = super()._from_spec(spec, name, False, False, ["output"])
+        self._items = tuple(spec.objects[oi] for oi, _ in spec.nodes)
+        return self
+
+    @staticmethod
+    def _node_text(name):
+        return f"layer {name}"
+
+    @property
+    def layers(self):
+        """The items of the chain, in order."""
+        return self._items
+
+    def __getitem__(self, index):
+        return self._items[index]
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self):
+        return len(self._items)
+
+    def __repr__(self):
+        lines = [f"  ({i}): {obj!r}" for i, obj in enumerate(self._items)]
+        return "Sequential(\n" + "\n".join(lines) + "\n)"
+

@@ -95,7 +95,7 @@ def test_model_wrong_width_names_the_layer(width, rng):
 def test_model_inner_width_mismatch_names_the_layer(rng):
     # refused when the model is built, naming both layers and both widths
     first = nl.Linear(5, 4, dtype=np.float64, seed=1)
-    msg = r"layer 2 \(Linear\(in_features=3.*width of 3.*layer 0 outputs 4"
+    msg = r"layer 2 \(Linear\(in_features=3.*width of 3, but layer 1 outputs 4"
     with pytest.raises(ValueError, match=msg):
         nl.Sequential(first, nl.ReLU(), nl.Linear(3, 2, dtype=np.float64, seed=2))
     # the layers were not taken: they can still form a correct model

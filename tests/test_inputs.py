@@ -68,7 +68,7 @@ def specs_of(obj, name):
         params = {k: np.array(v, copy=True) for k, v in layer.params.items()} or None
         if params is not None and "b" not in params:
             params["b"] = None
-        out.append((layer.kind, params, layer.slope))
+        out.append((layer.kind, params, getattr(layer, "slope", 0.01)))
     return out
 
 

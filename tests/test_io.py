@@ -103,8 +103,9 @@ def test_save_load_accepts_str_and_any_suffix(tmp_path):
 
 
 def test_saved_file_is_plain_npz(tmp_path):
-    """The format the docs promise: float arrays "<layer>.<name>" plus the
-    architecture as JSON; readable by NumPy without pickle."""
+    """The format the docs promise: float arrays "<object id>.<name>" plus
+    the graph as JSON; readable by NumPy without pickle. For a Sequential
+    the object ids are the positions, as in the first version's files."""
     model = make_model(np.float64)
     path = tmp_path / "m.npz"
     model.save(path)
@@ -114,7 +115,11 @@ def test_saved_file_is_plain_npz(tmp_path):
         arch = json.loads(str(z["__architecture__"]))
         for k, v in model.parameters().items():
             assert np.array_equal(z[k], v)
-    assert [spec["class"] for spec in arch["layers"]] == [type(layer).__name__ for layer in model]
+    assert arch["format"] == "nnlayers-model" and arch["version"] == 2
+    layers = [o for o in arch["objects"] if o["type"] == "layer"]
+    assert [spec["class"] for spec in layers] == [type(layer).__name__ for layer in model]
+    root = arch["objects"][arch["root"]]
+    assert root["class"] == "Sequential" and root["objects"] == list(range(len(model)))
 
 
 # ---------------------------------------------------------------------------

@@ -67,74 +67,95 @@ void FN(nn_act_forward)(nn_kind kind, double slope, real *out,
     }
 }
 
-/* dz = dout * f'(z), written as a loop over (dz, dout, z, a) */
-/* (dinp may not alias the others: the network uses separate buffers; z and
- * a may be one buffer, only read) */
-#define ACT_VJP(dinp, dout, inp, out, n, deriv)                            \
+/* dz (+)= dout * f'(z), written as a loop over (dz, dout, z, a); the
+ * add-or-not test is outside the loop so each one vectorises. dinp never
+ * aliases the others (gradients and values live in separate arenas); z
+ * and a may be one buffer, only read. */
+#define ACT_VJP(dinp, dout, inp, out, n, acc, deriv)                       \
     do {                                                                   \
         real *restrict dz_ = (dinp);                                       \
         const real *restrict da_ = (dout);                                 \
-        const real *restrict z_ = (inp);                                   \
-        const real *restrict a_ = (out);                                   \
+        const real *z_ = (inp);                                            \
+        const real *a_ = (out);                                            \
         size_t i_;                                                         \
         (void)z_;                                                          \
         (void)a_;                                                          \
-        for (i_ = 0; i_ < (n); i_++)                                       \
-            dz_[i_] = da_[i_] * (deriv);                                   \
+        if (acc)                                                           \
+            for (i_ = 0; i_ < (n); i_++)                                   \
+                dz_[i_] += da_[i_] * (deriv);                              \
+        else                                                               \
+            for (i_ = 0; i_ < (n); i_++)                                   \
+                dz_[i_] = da_[i_] * (deriv);                               \
     } while (0)
 
 /* ReLU's VJP as a select, dz = z > 0 ? da : 0 (like torch's
  * threshold_backward): no multiply, so it vectorises and a NaN or Inf in da
  * does not leak through where z <= 0. */
-#define ACT_SELECT(dinp, dout, inp, n)                                     \
+#define ACT_SELECT(dinp, dout, inp, n, acc)                                \
     do {                                                                   \
         real *restrict dz_ = (dinp);                                       \
         const real *restrict da_ = (dout);                                 \
         const real *restrict z_ = (inp);                                   \
         size_t i_;                                                         \
-        for (i_ = 0; i_ < (n); i_++) {                                     \
-            real g_ = da_[i_];  /* loaded unconditionally: a blend */      \
-            dz_[i_] = z_[i_] > 0 ? g_ : (real)0;                           \
-        }                                                                  \
+        if (acc)                                                           \
+            for (i_ = 0; i_ < (n); i_++) {                                 \
+                real g_ = da_[i_];                                         \
+                dz_[i_] += z_[i_] > 0 ? g_ : (real)0;                      \
+            }                                                              \
+        else                                                               \
+            for (i_ = 0; i_ < (n); i_++) {                                 \
+                real g_ = da_[i_];  /* loaded unconditionally: a blend */  \
+                dz_[i_] = z_[i_] > 0 ? g_ : (real)0;                       \
+            }                                                              \
     } while (0)
 
 NN_VECTOR_CLONES
 void FN(nn_act_backward)(nn_kind kind, double slope, real *dinp,
                          const real *dout, const real *inp, const real *out,
-                         size_t n)
+                         size_t n, int acc)
 {
     real s = (real)slope;
     size_t i;
     switch (kind) {
-    case NN_RELU: ACT_SELECT(dinp, dout, inp, n); break;
+    case NN_RELU: ACT_SELECT(dinp, dout, inp, n, acc); break;
     case NN_LEAKY_RELU:
-        ACT_VJP(dinp, dout, inp, out, n, z_[i_] > 0 ? (real)1 : s);
+        ACT_VJP(dinp, dout, inp, out, n, acc, z_[i_] > 0 ? (real)1 : s);
         break;
-    case NN_SIGMOID: ACT_VJP(dinp, dout, inp, out, n, a_[i_] * (1 - a_[i_])); break;
-    case NN_TANH: ACT_VJP(dinp, dout, inp, out, n, 1 - a_[i_] * a_[i_]); break;
+    case NN_SIGMOID:
+        ACT_VJP(dinp, dout, inp, out, n, acc, a_[i_] * (1 - a_[i_]));
+        break;
+    case NN_TANH:
+        ACT_VJP(dinp, dout, inp, out, n, acc, 1 - a_[i_] * a_[i_]);
+        break;
     case NN_SOFTPLUS:
-        ACT_VJP(dinp, dout, inp, out, n, FN(sigmoid_value)(z_[i_]));
+        ACT_VJP(dinp, dout, inp, out, n, acc, FN(sigmoid_value)(z_[i_]));
         break;
     case NN_STEP:
-        for (i = 0; i < n; i++)
-            dinp[i] = 0;
+        if (!acc)
+            for (i = 0; i < n; i++)
+                dinp[i] = 0;
         break;
-    case NN_COS: ACT_VJP(dinp, dout, inp, out, n, -R_SIN(z_[i_])); break;
+    case NN_COS: ACT_VJP(dinp, dout, inp, out, n, acc, -R_SIN(z_[i_])); break;
     case NN_IDENTITY:
     default:
-        if (dinp != dout)
+        if (acc)
+            for (i = 0; i < n; i++)
+                dinp[i] += dout[i];
+        else
             for (i = 0; i < n; i++)
                 dinp[i] = dout[i];
         break;
     }
 }
 
-/* The same two passes over big blocks, split with the pool's workers. */
+/* The same two passes as graph ops, big blocks split between the
+ * threads (pool.c). An in-place activation gets x == y. */
 typedef struct {
     nn_kind kind;
     double slope;
     real *dst;
     const real *a, *b, *c;
+    int acc;
 } FN(act_args);
 
 static void FN(act_forward_piece)(void *arg, size_t lo, size_t hi)
@@ -147,22 +168,25 @@ static void FN(act_backward_piece)(void *arg, size_t lo, size_t hi)
 {
     const FN(act_args) *p = arg;
     FN(nn_act_backward)(p->kind, p->slope, p->dst + lo, p->a + lo, p->b + lo,
-                        p->c + lo, hi - lo);
+                        p->c + lo, hi - lo, p->acc);
 }
 
-void FN(nn_act_forward_par)(nn_kind kind, double slope, real *out,
-                            const real *inp, size_t n)
+nn_status FN(nn_op_act_forward)(const nn_node_io *io)
 {
-    FN(act_args) p = {kind, slope, out, inp, NULL, NULL};
-    nn_parallel_range(FN(act_forward_piece), &p, n, NN_PAR_GRAIN,
-                      NN_PAR_ALIGN);
+    FN(act_args) p = {io->L->kind, io->L->arg[0], io->y, io->x[0], NULL,
+                      NULL, 0};
+    nn_parallel_range(FN(act_forward_piece), &p, io->n * io->out_w,
+                      NN_PAR_GRAIN, NN_PAR_ALIGN);
+    return NN_OK;
 }
 
-void FN(nn_act_backward_par)(nn_kind kind, double slope, real *dinp,
-                             const real *dout, const real *inp,
-                             const real *out, size_t n)
+nn_status FN(nn_op_act_backward)(const nn_node_io *io)
 {
-    FN(act_args) p = {kind, slope, dinp, dout, inp, out};
-    nn_parallel_range(FN(act_backward_piece), &p, n, NN_PAR_GRAIN,
-                      NN_PAR_ALIGN);
+    FN(act_args) p = {io->L->kind, io->L->arg[0], io->dx[0], io->dy,
+                      io->x[0], io->y, io->dx_acc[0]};
+    if (!io->dx[0])
+        return NN_OK;
+    nn_parallel_range(FN(act_backward_piece), &p, io->n * io->out_w,
+                      NN_PAR_GRAIN, NN_PAR_ALIGN);
+    return NN_OK;
 }

@@ -1,6 +1,6 @@
 /*
  * common.c: the dtype-independent parts of the core: status strings,
- * the counted allocator, the random number generator, BLAS threading,
+ * the counted allocator, the random number generators, BLAS threading,
  * and dispatch from an nn_dtype to the _f32/_f64 kernels.
  */
 #include "nn.h"
@@ -21,6 +21,8 @@ const char *nn_status_str(nn_status s)
     case NN_ERR_NONFINITE: return "non-finite loss";
     case NN_ERR_INTERRUPTED: return "interrupted";
     case NN_ERR_ARG: return "invalid argument";
+    case NN_ERR_GRAPH: return "the graph cannot run";
+    case NN_ERR_EXTERNAL: return "a layer's own code failed";
     }
     return "unknown status";
 }
@@ -118,6 +120,16 @@ double nn_rng_uniform(nn_rng *rng)
     return (double)(nn_rng_next(rng) >> 11) * 0x1.0p-53;
 }
 
+uint64_t nn_hash4(uint64_t key, uint64_t a, uint64_t b, uint64_t c)
+{
+    /* three rounds of splitmix64's finaliser over the words folded in */
+    uint64_t x = key;
+    x = splitmix64(&x) ^ a;
+    x = splitmix64(&x) ^ b;
+    x = splitmix64(&x) ^ c;
+    return splitmix64(&x);
+}
+
 double nn_rng_normal(nn_rng *rng)
 {
     /* Box-Muller; u1 in (0, 1] so the log is finite. */
@@ -171,34 +183,21 @@ const char *nn_blas_config(void)
 }
 
 /* ---------------------------------------------------------------- */
-/* Layers and dtype dispatch                                         */
+/* Dispatch by dtype                                                 */
 /* ---------------------------------------------------------------- */
-
-int nn_kind_is_elementwise(nn_kind k)
-{
-    return k >= NN_IDENTITY && k <= NN_COS;
-}
-
-size_t nn_layer_param_count(const nn_layer *L)
-{
-    if (L->kind != NN_LINEAR)
-        return 0;
-    return L->in * L->out + (L->b ? L->out : 0);
-}
 
 nn_status nn_loss_eval(nn_dtype dt, nn_loss_kind kind, double *loss,
                        void *dpred, const void *pred, const int64_t *labels,
-                       const void *T, size_t N, size_t C)
+                       const void *T, const void *w, size_t N, size_t C)
 {
-    if (dt == NN_F32)
-        return nn_loss_mean_f32(kind, loss, dpred, pred, labels, T, N, C);
-    return nn_loss_mean_f64(kind, loss, dpred, pred, labels, T, N, C);
-}
-
-size_t nn_count_correct(nn_dtype dt, const void *pred, const int64_t *labels,
-                        const void *T, size_t N, size_t C)
-{
-    if (dt == NN_F32)
-        return nn_count_correct_f32(pred, labels, T, N, C);
-    return nn_count_correct_f64(pred, labels, T, N, C);
+    double sum = 0, scale = 1.0 / (double)N;
+    nn_status st =
+        dt == NN_F32
+            ? nn_loss_rows_f32(kind, &sum, dpred, pred, labels, T, w, N, C,
+                               scale)
+            : nn_loss_rows_f64(kind, &sum, dpred, pred, labels, T, w, N, C,
+                               scale);
+    if (st == NN_OK)
+        *loss = sum * scale;
+    return st;
 }

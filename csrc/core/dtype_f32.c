@@ -1,9 +1,10 @@
-/* dtype_f32.c: the float32 kernels, from the shared template bodies. */
+/* dtype_f32.c: the float32 kernels and engine, from the shared template
+ * bodies (each written once over `real`). */
 #define NN_REAL_IS_FLOAT
 #include "nn.h"
 #include "nn_blas.h"
 #include "nn_template.h"
-#include "net_internal.h"
+#include "core_internal.h"
 
 #include <math.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "linear.c"
 #include "act.c"
 #include "softmax.c"
+#include "merge.c"
 #include "loss.c"
 #include "sgd.c"
-#include "net_step.c"
+#include "graph_run.c"

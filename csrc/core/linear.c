@@ -1,19 +1,21 @@
 /*
- * linear.c (template): the fully connected layer.
- *   forward   out (N, O) = inp (N, I) W (I, O) + b (O)  (b first, then the
- *             product added onto it)
- *   backward  dinp (N, I) = dout (N, O) W^T           (overwritten)
- *             dW   (I, O) += inp^T dout                (accumulated)
- *             db   (O)    += sum over rows of dout     (accumulated)
+ * linear.c (template): the fully connected layer, tensors W (I, O) and
+ * b (O) (when it has a bias).
+ *   forward   y (N, O) = x (N, I) W + b     (b first, then the product
+ *                                            added onto it: no zeroing)
+ *   backward  dx (N, I) (+)= dy (N, O) W^T
+ *             dW (I, O)     = x^T dy         (through the engine's pg:
+ *             db (O)        = sum_n dy[n]     accumulated, overwritten or
+ *                                            folded into an update)
  * The transposes are BLAS flags, never copies.
  */
 #ifndef NN_SFX
 #error "template: compiled through dtype_f32.c / dtype_f64.c"
 #endif
 
-/* out (N, O): every row = b (O); rows split between the threads when big */
+/* y (N, O): every row = b (O); rows split between the threads when big */
 typedef struct {
-    real *out;
+    real *y;
     const real *b;
     size_t O;
 } FN(fill_args);
@@ -23,12 +25,12 @@ static void FN(fill_rows_piece)(void *arg, size_t lo, size_t hi)
     const FN(fill_args) *p = arg;
     size_t n;
     for (n = lo; n < hi; n++)
-        memcpy(p->out + n * p->O, p->b, p->O * sizeof(real));
+        memcpy(p->y + n * p->O, p->b, p->O * sizeof(real));
 }
 
-static void FN(fill_rows)(real *out, const real *b, size_t N, size_t O)
+static void FN(fill_rows)(real *y, const real *b, size_t N, size_t O)
 {
-    FN(fill_args) p = {out, b, O};
+    FN(fill_args) p = {y, b, O};
     nn_parallel_range(FN(fill_rows_piece), &p, N,
                       NN_PAR_GRAIN / (O ? O : 1) + 1, 1);
 }
@@ -38,10 +40,10 @@ static void FN(fill_rows)(real *out, const real *b, size_t N, size_t O)
  * g (N, O); add: 1 adds to out, 0 overwrites it. The sums run in a local
  * block of 64 columns, written to out once: summing straight into out made
  * every add a load and a store the compiler could not keep in registers
- * (out might alias g), 11% of a small training step.
+ * (out might alias g).
  */
 NN_VECTOR_CLONES
-static void FN(column_sums_range)(real *out, const real *g, size_t N,
+static void FN(column_sums_block)(real *out, const real *g, size_t N,
                                   size_t O, size_t lo, size_t hi, int add)
 {
     size_t n, o, o0;
@@ -60,59 +62,65 @@ static void FN(column_sums_range)(real *out, const real *g, size_t N,
     }
 }
 
-/* db (O) (+)= column sums of g (N, O) (add: 1 adds, 0 overwrites);
- * columns split between the threads when g is big */
 typedef struct {
-    real *db;
+    real *out;
     const real *g;
-    size_t N, O;
+    size_t N, O, lo;
     int add;
 } FN(colsum_args);
 
 static void FN(column_sums_piece)(void *arg, size_t lo, size_t hi)
 {
     const FN(colsum_args) *p = arg;
-    FN(column_sums_range)(p->db, p->g, p->N, p->O, lo, hi, p->add);
+    FN(column_sums_block)(p->out, p->g, p->N, p->O, p->lo + lo, p->lo + hi,
+                          p->add);
 }
 
-static void FN(column_sums)(real *db, const real *g, size_t N, size_t O,
-                            int add)
+void FN(nn_column_sums)(real *out, const real *g, size_t N, size_t O,
+                        size_t lo, size_t hi, int add)
 {
-    FN(colsum_args) p = {db, g, N, O, add};
+    FN(colsum_args) p = {out, g, N, O, lo, add};
     /* at least NN_PAR_GRAIN values a piece (N may be 0: an empty batch) */
-    nn_parallel_range(FN(column_sums_piece), &p, O,
+    nn_parallel_range(FN(column_sums_piece), &p, hi - lo,
                       NN_PAR_GRAIN / (N ? N : 1) + 1, NN_PAR_ALIGN);
 }
 
-/* The bias goes in first and the product adds onto it (beta = 1): no
- * zeroing of out by OpenBLAS, no second pass to add b. */
-nn_status FN(nn_linear_forward)(real *out, const real *inp, const real *W,
-                                const real *b, size_t N, size_t I, size_t O)
+#define LIN_W(L) ((real *)(L)->t[0].data)
+#define LIN_B(L) ((L)->bias ? (real *)(L)->t[1].data : NULL)
+
+nn_status FN(nn_op_linear_forward)(const nn_node_io *io)
 {
+    const nn_layer *L = io->L;
+    const real *x = io->x[0], *b = LIN_B(L);
+    real *y = io->y;
+    size_t N = io->n, I = L->in, O = L->out;
     if (!b)
-        return FN(nn_gemm)(0, 0, N, O, I, 1, inp, I, W, O, 0, out, O);
-    FN(fill_rows)(out, b, N, O);
-    return FN(nn_gemm)(0, 0, N, O, I, 1, inp, I, W, O, 1, out, O);
+        return FN(nn_gemm)(0, 0, N, O, I, 1, x, I, LIN_W(L), O, 0, y, O);
+    FN(fill_rows)(y, b, N, O);
+    return FN(nn_gemm)(0, 0, N, O, I, 1, x, I, LIN_W(L), O, 1, y, O);
 }
 
-nn_status FN(nn_linear_backward)(real *dinp, real *dW, real *db,
-                                 const real *dout, const real *inp,
-                                 const real *W, size_t N, size_t I, size_t O)
+/* dW = x^T dy, db = column sums of dy, as the engine's pg wants them */
+nn_status FN(nn_op_linear_param_grads)(const nn_node_io *io)
 {
-    nn_status st;
-    if (dinp) {
-        /* dinp (N, I) = dout (N, O) . W^T (O, I) */
-        st = FN(nn_gemm)(0, 1, N, I, O, 1, dout, O, W, O, 0, dinp, I);
-        if (st != NN_OK)
-            return st;
-    }
-    if (dW) {
-        /* dW (I, O) += inp^T (I, N) . dout (N, O) */
-        st = FN(nn_gemm)(1, 0, I, O, N, 1, inp, I, dout, O, 1, dW, O);
-        if (st != NN_OK)
-            return st;
-    }
-    if (db)
-        FN(column_sums)(db, dout, N, O, 1);
-    return NN_OK;
+    const nn_layer *L = io->L;
+    nn_status st = FN(nn_pg_gemm)(io->pg, 0, io->x[0], L->in, io->dy, L->out,
+                                  io->n);
+    if (st == NN_OK && L->bias)
+        st = FN(nn_pg_colsum)(io->pg, 1, io->dy, io->n);
+    return st;
+}
+
+/* dx first: the parameter gradients may update W at once */
+nn_status FN(nn_op_linear_backward)(const nn_node_io *io)
+{
+    const nn_layer *L = io->L;
+    size_t N = io->n, I = L->in, O = L->out;
+    nn_status st = NN_OK;
+    if (io->dx[0])
+        st = FN(nn_gemm)(0, 1, N, I, O, 1, io->dy, O, LIN_W(L), O,
+                         io->dx_acc[0] ? 1 : 0, io->dx[0], I);
+    if (st == NN_OK && io->pg)
+        st = FN(nn_op_linear_param_grads)(io);
+    return st;
 }

@@ -1,8 +1,9 @@
 /*
  * loss.c (template): losses on a batch of predictions pred (N, C).
- * Every loss is averaged over the batch (the 1/N of the notes) and is
- * accumulated in double. Targets come as labels (N) of class ids or as
- * dense rows T (N, C). dpred (N, C), when given, receives dL/dpred.
+ * Every loss is averaged over the batch (the 1/N of the notes), with an
+ * optional weight w[n] per row, and is accumulated in double. Targets come
+ * as labels (N) of class ids or as dense rows T (N, C). dpred (N, C)
+ * receives dL/dpred (times a loss weight when several losses add up).
  *   softmax cross-entropy  L = 1/N sum_n [ lse(z_n) sum_c T_nc - T_n . z_n ],
  *                          computed shifted: lse - z = log sum e^(z-m) - (z - m)
  *                          dz = (softmax(z) sum_c T_nc - T) / N
@@ -71,11 +72,11 @@ static inline void nn_exp_nonpositive_f32(float *v, size_t n)
 #endif
 
 /* Loss of row n given its max m and s = sum exp(z - m); turns e (the
- * row's exp(z - m), or NULL) into the row's gradient. Returns the row's
+ * row's exp(z - m)) into the row's gradient times gs. Returns the row's
  * loss. */
 NN_INLINE double FN(xent_row)(real *e, const real *z, real m, double s,
                            const int64_t *labels, const real *T, size_t n,
-                           size_t C, double invN)
+                           size_t C, double gs)
 {
     size_t c;
     /* Shifted form: lse - z = log s - (z - m), never adding m back, so
@@ -94,45 +95,39 @@ NN_INLINE double FN(xent_row)(real *e, const real *z, real m, double s,
         }
         row += ls * tsum;
     }
-    if (e) {
-        /* g = (softmax(z) * sum(t) - t) / N, softmax = e / s */
-        real scale = (real)(tsum * invN / s);
+    {
+        /* g = (softmax(z) * sum(t) - t) gs, softmax = e / s */
+        real scale = (real)(tsum * gs / s);
         for (c = 0; c < C; c++)
             e[c] *= scale;
         if (labels)
-            e[labels[n]] -= (real)invN;
+            e[labels[n]] -= (real)gs;
         else
             for (c = 0; c < C; c++)
-                e[c] -= (real)((double)T[n * C + c] * invN);
+                e[c] -= (real)((double)T[n * C + c] * gs);
     }
     return row;
 }
 
 #define XENT_CHUNK 128
 
+/* The gradient scale of row n: scale, times w[n] when weighted */
+#define ROW_SCALE(w, n, scale) ((w) ? (double)(w)[n] * (scale) : (scale))
+#define ROW_WEIGHT(w, n) ((w) ? (double)(w)[n] : 1.0)
+
 NN_VECTOR_CLONES
 static nn_status FN(softmax_xent_rows)(double *sum, real *dpred,
                                        const real *pred,
                                        const int64_t *labels, const real *T,
-                                       size_t N, size_t C, double invN)
+                                       const real *w, size_t N, size_t C,
+                                       double scale)
 {
-    size_t n, n0, r, c;
+    size_t n0, r, c;
     double total = 0;
     if (labels && FN(check_labels)(labels, N, C) != NN_OK)
         return NN_ERR_LABEL;
     if (!labels && !T)
         return NN_ERR_ARG;
-    if (!dpred) {
-        /* value only: one row at a time, no buffer to write */
-        for (n = 0; n < N; n++) {
-            const real *z = pred + n * C;
-            real m = FN(row_max)(z, C);
-            double s = exp(FN(row_log_shifted_sum)(z, C, m));
-            total += FN(xent_row)(NULL, z, m, s, labels, T, n, C, invN);
-        }
-        *sum = total;
-        return NN_OK;
-    }
     /* Chunks of rows: shifted logits for the whole chunk, one exp pass
      * over its block (long vector loops even for narrow rows), then each
      * row's loss and gradient. */
@@ -153,17 +148,21 @@ static nn_status FN(softmax_xent_rows)(double *sum, real *dpred,
          * they overlap in the pipeline instead of waiting on each log */
         for (r = 0; r < rows; r++)
             s[r] = FN(row_sum)(block + r * C, C);
-        for (r = 0; r < rows; r++)
-            total += FN(xent_row)(block + r * C, pred + (n0 + r) * C, m[r],
-                                  s[r], labels, T, n0 + r, C, invN);
+        for (r = 0; r < rows; r++) {
+            size_t n = n0 + r;
+            total += ROW_WEIGHT(w, n) *
+                     FN(xent_row)(block + r * C, pred + n * C, m[r], s[r],
+                                  labels, T, n, C, ROW_SCALE(w, n, scale));
+        }
     }
     *sum = total;
     return NN_OK;
 }
 
 static nn_status FN(nll_rows)(double *sum, real *dpred, const real *pred,
-                              const int64_t *labels, const real *T, size_t N,
-                              size_t C, double invN)
+                              const int64_t *labels, const real *T,
+                              const real *w, size_t N, size_t C,
+                              double scale)
 {
     size_t n, c;
     double total = 0;
@@ -173,24 +172,23 @@ static nn_status FN(nll_rows)(double *sum, real *dpred, const real *pred,
         return NN_ERR_ARG;
     for (n = 0; n < N; n++) {
         const real *lp = pred + n * C;
-        real *g = dpred ? dpred + n * C : NULL;
+        real *g = dpred + n * C;
+        double gs = ROW_SCALE(w, n, scale), row = 0;
         if (labels) {
             size_t y = (size_t)labels[n];
-            total -= (double)lp[y];
-            if (g) {
-                for (c = 0; c < C; c++)
-                    g[c] = 0;
-                g[y] = (real)(-invN);
-            }
+            row = -(double)lp[y];
+            for (c = 0; c < C; c++)
+                g[c] = 0;
+            g[y] = (real)(-gs);
         } else {
             const real *t = T + n * C;
             for (c = 0; c < C; c++) {
                 if (t[c] != 0)
-                    total -= (double)t[c] * (double)lp[c];
-                if (g)
-                    g[c] = (real)(-(double)t[c] * invN);
+                    row -= (double)t[c] * (double)lp[c];
+                g[c] = (real)(-(double)t[c] * gs);
             }
         }
+        total += ROW_WEIGHT(w, n) * row;
     }
     *sum = total;
     return NN_OK;
@@ -198,83 +196,88 @@ static nn_status FN(nll_rows)(double *sum, real *dpred, const real *pred,
 
 static nn_status FN(binary_xent_rows)(double *sum, real *dpred,
                                       const real *pred, const real *T,
-                                      size_t N, size_t C, double invN)
+                                      const real *w, size_t N, size_t C,
+                                      double scale)
 {
-    size_t i, n = N * C;
+    size_t n, c;
     double total = 0;
     if (!T)
         return NN_ERR_ARG;
-    for (i = 0; i < n; i++) {
-        double z = pred[i], y = T[i];
-        /* softplus(z) - y z, with softplus(z) = max(z,0) + log1p(e^-|z|) */
-        total += (z > 0 ? z : 0) + log1p(exp(-fabs(z))) - y * z;
-        if (dpred) {
+    for (n = 0; n < N; n++) {
+        double gs = ROW_SCALE(w, n, scale), row = 0;
+        for (c = 0; c < C; c++) {
+            size_t i = n * C + c;
+            double z = pred[i], y = T[i];
             double s = z >= 0 ? 1 / (1 + exp(-z)) : exp(z) / (1 + exp(z));
-            dpred[i] = (real)((s - y) * invN);
+            /* softplus(z) - y z, softplus(z) = max(z,0) + log1p(e^-|z|) */
+            row += (z > 0 ? z : 0) + log1p(exp(-fabs(z))) - y * z;
+            dpred[i] = (real)((s - y) * gs);
         }
+        total += ROW_WEIGHT(w, n) * row;
     }
     *sum = total;
     return NN_OK;
 }
 
 static nn_status FN(mse_rows)(double *sum, real *dpred, const real *pred,
-                              const real *T, size_t N, size_t C, double invN)
+                              const real *T, const real *w, size_t N,
+                              size_t C, double scale)
 {
-    size_t i, n = N * C;
+    size_t n, c;
     double total = 0;
     if (!T)
         return NN_ERR_ARG;
-    for (i = 0; i < n; i++) {
-        double d = (double)pred[i] - (double)T[i];
-        total += 0.5 * d * d;
-        if (dpred)
-            dpred[i] = (real)(d * invN);
+    for (n = 0; n < N; n++) {
+        double gs = ROW_SCALE(w, n, scale), row = 0;
+        for (c = 0; c < C; c++) {
+            size_t i = n * C + c;
+            double d = (double)pred[i] - (double)T[i];
+            row += 0.5 * d * d;
+            dpred[i] = (real)(d * gs);
+        }
+        total += ROW_WEIGHT(w, n) * row;
     }
     *sum = total;
     return NN_OK;
 }
 
 /*
- * Rows [0, N) of a larger batch: *sum receives the sum of their losses and
- * dpred their gradients, scaled by invN (1 / the whole batch's rows), so
- * the parts of a batch split between threads add up to the batch's loss.
+ * Rows [0, N), maybe of a larger batch: *sum receives the (weighted) sum
+ * of their losses and dpred their gradients times scale (1 / the whole
+ * batch's rows, times the loss's weight), so the parts of a batch split
+ * between threads add up to the batch's loss.
  */
 nn_status FN(nn_loss_rows)(nn_loss_kind kind, double *sum, real *dpred,
                            const real *pred, const int64_t *labels,
-                           const real *T, size_t N, size_t C, double invN)
+                           const real *T, const real *w, size_t N, size_t C,
+                           double scale)
 {
     switch (kind) {
     case NN_LOSS_SOFTMAX_XENT:
-        return FN(softmax_xent_rows)(sum, dpred, pred, labels, T, N, C, invN);
+        return FN(softmax_xent_rows)(sum, dpred, pred, labels, T, w, N, C,
+                                     scale);
     case NN_LOSS_NLL:
-        return FN(nll_rows)(sum, dpred, pred, labels, T, N, C, invN);
+        return FN(nll_rows)(sum, dpred, pred, labels, T, w, N, C, scale);
     case NN_LOSS_BINARY_XENT:
-        return FN(binary_xent_rows)(sum, dpred, pred, T, N, C, invN);
+        return FN(binary_xent_rows)(sum, dpred, pred, T, w, N, C, scale);
     case NN_LOSS_MSE:
-        return FN(mse_rows)(sum, dpred, pred, T, N, C, invN);
+        return FN(mse_rows)(sum, dpred, pred, T, w, N, C, scale);
+    default:
+        return NN_ERR_ARG;
     }
-    return NN_ERR_ARG;
 }
 
-/* The whole batch: the mean loss (nn_loss_eval) */
-nn_status FN(nn_loss_mean)(nn_loss_kind kind, double *loss, real *dpred,
-                           const real *pred, const int64_t *labels,
-                           const real *T, size_t N, size_t C)
-{
-    double invN = 1.0 / (double)N, sum = 0;
-    nn_status st = FN(nn_loss_rows)(kind, &sum, dpred, pred, labels, T, N,
-                                    C, invN);
-    if (st == NN_OK)
-        *loss = sum * invN;
-    return st;
-}
-
+/* Index of the largest value of z (C), the first one on ties; C if the
+ * row holds a NaN (such a row is never classified right). */
 static size_t FN(row_argmax)(const real *z, size_t C)
 {
     size_t c, best = 0;
-    for (c = 1; c < C; c++)
+    for (c = 0; c < C; c++) {
+        if (z[c] != z[c])
+            return C;
         if (z[c] > z[best])
             best = c;
+    }
     return best;
 }
 
@@ -286,12 +289,12 @@ size_t FN(nn_count_correct)(const real *pred, const int64_t *labels,
         const real *p = pred + n * C;
         if (C == 1) {
             int yes = labels ? labels[n] == 1 : T[n] > (real)0.5;
-            correct += (p[0] > 0) == yes;
+            correct += p[0] == p[0] && (p[0] > 0) == yes;
         } else {
             size_t guess = FN(row_argmax)(p, C);
             size_t truth = labels ? (size_t)labels[n]
                                   : FN(row_argmax)(T + n * C, C);
-            correct += guess == truth;
+            correct += guess < C && guess == truth;
         }
     }
     return correct;

@@ -1,9 +1,10 @@
 /*
  * nn_template.h: the macros a template body sees.
  *
- * The kernel bodies (gemm.c, linear.c, act.c, softmax.c, loss.c, sgd.c,
- * net_step.c) are written once over `real` and FN(name). dtype_f32.c and
- * dtype_f64.c define NN_REAL_IS_FLOAT or NN_REAL_IS_DOUBLE and include them.
+ * The template bodies (the kernels, the optimizers' rules and the graph
+ * engine graph_run.c) are written once over `real` and FN(name).
+ * dtype_f32.c and dtype_f64.c define NN_REAL_IS_FLOAT or NN_REAL_IS_DOUBLE
+ * and include them.
  */
 #ifndef NN_TEMPLATE_H
 #define NN_TEMPLATE_H

@@ -89,8 +89,9 @@ void FN(nn_softmax_forward)(real *out, const real *inp, size_t N, size_t C)
     }
 }
 
-void FN(nn_softmax_backward)(real *dinp, const real *dout, const real *out,
-                             size_t N, size_t C)
+/* dinp (+)= out * (dout - rowsum(dout * out)) */
+static void FN(softmax_backward)(real *dinp, const real *dout,
+                                 const real *out, size_t N, size_t C, int acc)
 {
     size_t n, c;
     for (n = 0; n < N; n++) {
@@ -99,8 +100,10 @@ void FN(nn_softmax_backward)(real *dinp, const real *dout, const real *out,
         real dot = 0;
         for (c = 0; c < C; c++)
             dot += da[c] * a[c];
-        for (c = 0; c < C; c++)
-            dz[c] = a[c] * (da[c] - dot);
+        for (c = 0; c < C; c++) {
+            real v = a[c] * (da[c] - dot);
+            dz[c] = acc ? dz[c] + v : v;
+        }
     }
 }
 
@@ -119,8 +122,10 @@ void FN(nn_log_softmax_forward)(real *out, const real *inp, size_t N,
     }
 }
 
-void FN(nn_log_softmax_backward)(real *dinp, const real *dout,
-                                 const real *out, size_t N, size_t C)
+/* dinp (+)= dout - exp(out) * rowsum(dout) */
+static void FN(log_softmax_backward)(real *dinp, const real *dout,
+                                     const real *out, size_t N, size_t C,
+                                     int acc)
 {
     size_t n, c;
     for (n = 0; n < N; n++) {
@@ -129,7 +134,37 @@ void FN(nn_log_softmax_backward)(real *dinp, const real *dout,
         real sum = 0;
         for (c = 0; c < C; c++)
             sum += da[c];
-        for (c = 0; c < C; c++)
-            dz[c] = da[c] - R_EXP(a[c]) * sum;
+        for (c = 0; c < C; c++) {
+            real v = da[c] - R_EXP(a[c]) * sum;
+            dz[c] = acc ? dz[c] + v : v;
+        }
     }
+}
+
+nn_status FN(nn_op_softmax_forward)(const nn_node_io *io)
+{
+    FN(nn_softmax_forward)(io->y, io->x[0], io->n, io->out_w);
+    return NN_OK;
+}
+
+nn_status FN(nn_op_softmax_backward)(const nn_node_io *io)
+{
+    if (io->dx[0])
+        FN(softmax_backward)(io->dx[0], io->dy, io->y, io->n, io->out_w,
+                             io->dx_acc[0]);
+    return NN_OK;
+}
+
+nn_status FN(nn_op_log_softmax_forward)(const nn_node_io *io)
+{
+    FN(nn_log_softmax_forward)(io->y, io->x[0], io->n, io->out_w);
+    return NN_OK;
+}
+
+nn_status FN(nn_op_log_softmax_backward)(const nn_node_io *io)
+{
+    if (io->dx[0])
+        FN(log_softmax_backward)(io->dx[0], io->dy, io->y, io->n, io->out_w,
+                                 io->dx_acc[0]);
+    return NN_OK;
 }

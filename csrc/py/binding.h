@@ -4,9 +4,9 @@
  *   module.c      module state, functions (threads, matmul, counters)
  *   convert.c     input conversion and validation, views of C memory
  *   layer.c       the Layer type (one type for every kind)
- *   sequential.c  the Sequential type (one C call per direction)
+ *   model.c       the Model type: a graph of layers (Sequential is one)
  *   loss.c        the Loss type
- *   sgd.c         the SGD type
+ *   optimizer.c   the Optimizer type (one type for every kind)
  * Every method: parse, validate, release the GIL around the C call, build
  * the result; one exit label releases every temporary.
  */
@@ -15,6 +15,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #define NPY_NO_DEPRECATED_API NPY_2_0_API_VERSION
 #define PY_ARRAY_UNIQUE_SYMBOL nnlayers_ARRAY_API
@@ -31,9 +32,9 @@
 typedef struct {
     PyTypeObject *BufferType;
     PyTypeObject *LayerType;
-    PyTypeObject *SequentialType;
+    PyTypeObject *ModelType;
     PyTypeObject *LossType;
-    PyTypeObject *SGDType;
+    PyTypeObject *OptimizerType;
     PyObject *Error;             /* nnlayers.NNLayersError */
     PyObject *NonFiniteError;    /* nnlayers.NonFiniteLossError */
     PyObject *BusyError;         /* nnlayers.ConcurrentUseError */
@@ -53,38 +54,67 @@ typedef struct {
 PyObject *nn_buffer_new(nn_module_state *st, size_t nbytes);
 extern PyType_Spec nn_buffer_spec;
 
+/* ---- who is using an object ----
+ * Claims are taken and released with the GIL held. A reader (inference:
+ * forward and predict of a model, a standalone layer's forward) shares
+ * the object with other readers; a writer (anything that changes
+ * parameters, gradients or buffers) has it alone. */
+typedef struct nn_users {
+    int readers;
+    int writer;
+} nn_users;
+
 /* ---- Layer ---- */
 typedef struct LayerObject {
     PyObject_HEAD
     nn_layer L;
     int dtype;                 /* NN_F32, NN_F64, or -1: adopts the input's */
-    PyObject *pbuf, *gbuf;     /* BufferObjects with params / grads */
+    int model_dtype;           /* without a dtype: that of the last model it
+                                  joined (-1 none), used when called alone */
+    PyObject *pbuf, *gbuf;     /* Buffers with params / grads (NULL: none) */
+    PyObject *bbuf;            /* Buffer with buffers (NULL: none) */
     PyObject *retired;         /* list: old buffers kept alive for old views */
-    PyObject *model;           /* borrowed: the Sequential it belongs to */
-    PyArrayObject *saved_in;   /* input and output of the last forward */
-    PyArrayObject *saved_out;
+    PyObject *saved;           /* standalone forward: (inputs tuple, output,
+                                  workspace Buffer or None) for backward */
     int saved_dtype;
-    int busy;
+    int own_busy;              /* a standalone call runs */
+    nn_users users;            /* models and optimizers using it */
+    PyObject *weakrefs;
 } LayerObject;
 
 extern PyType_Spec nn_layer_spec;
-const char *nn_kind_name(nn_kind k);
 int nn_layer_check(PyObject *o, nn_module_state *st);
+/* The Layer object around a core layer */
+#define LAYER_OBJECT(Lp) \
+    ((PyObject *)((char *)(Lp) - offsetof(LayerObject, L)))
+/* Move a layer's parameters and gradients to p and g (the old buffers
+ * are kept for views taken before). */
+int nn_layer_move_params(LayerObject *ly, PyObject *pbuf, char *p,
+                         PyObject *gbuf, char *g);
 
-/* ---- Sequential ---- */
-typedef struct SequentialObject {
+/* ---- Model ---- */
+typedef struct ModelObject {
     PyObject_HEAD
-    PyObject *layers;          /* tuple of LayerObject */
+    PyObject *layers;          /* tuple of distinct LayerObjects */
+    PyObject *node_names;      /* tuple of str: nodes, then maybe inputs */
+    size_t n_nodes;
     nn_dtype dtype;
-    nn_net net;
-    int net_ready;
-    PyObject *pbuf, *gbuf;
-    PyArrayObject *saved_in;   /* input of the last forward */
-    int can_backward;
-    int busy;
-} SequentialObject;
+    nn_graph g;
+    int graph_ready;
+    PyObject *pbuf, *gbuf;     /* the parameter and gradient blocks */
+    nn_ws train_ws;            /* training calls (one writer) */
+    int train_ws_ready;
+    nn_ws **spare;             /* free workspaces for forward calls */
+    Py_ssize_t n_spare, cap_spare;
+    nn_ws *saved_ws;           /* the last forward, for backward */
+    PyObject *saved_inputs;    /* its input arrays (kept alive) */
+    nn_optmap map;
+    nn_run run;                /* generator, step count, mode */
+    nn_users users;
+    PyObject *weakrefs;
+} ModelObject;
 
-extern PyType_Spec nn_sequential_spec;
+extern PyType_Spec nn_model_spec;
 
 /* ---- Loss ---- */
 typedef struct {
@@ -95,20 +125,20 @@ typedef struct {
 } LossObject;
 
 extern PyType_Spec nn_loss_spec;
+int nn_loss_is_classification(nn_loss_kind k);
 
-/* ---- SGD ---- */
+/* ---- Optimizer ---- */
 typedef struct {
     PyObject_HEAD
-    nn_sgd opt;
+    nn_optim opt;
     PyObject *layers;          /* tuple of the LayerObjects it updates */
-    PyObject *vbuf;            /* BufferObject: the velocity block or NULL */
+    PyObject *sbuf;            /* Buffer: the state block, or NULL */
+    nn_hyper *groups;          /* PyMem */
+    nn_segment *segs;          /* PyMem */
     int busy;
-} SGDObject;
+} OptimizerObject;
 
-extern PyType_Spec nn_sgd_spec;
-/* Point the segments at the layers' current memory (layers can move into
- * a Sequential's block after the optimiser was made). */
-void nn_sgd_refresh(SGDObject *self);
+extern PyType_Spec nn_optimizer_spec;
 
 /* ---- conversion and validation (convert.c) ---- */
 int nn_typenum(nn_dtype dt);
@@ -123,20 +153,27 @@ PyArrayObject *nn_new_array(int dt, npy_intp rows, npy_intp cols);
 PyObject *nn_view(PyObject *owner, void *data, int dt, int nd,
                   npy_intp *dims);
 /* Targets for a loss over pred (N, C): *labels (int64, (N,)) or *dense
- * ((N, C), dtype dt); validated (count, range, integrality). */
+ * ((N, C), dtype dt); validated (count, range, integrality). name names
+ * the argument in messages. */
 int nn_prepare_target(PyObject *y, nn_loss_kind kind, int dt, size_t N,
-                      size_t C, PyArrayObject **labels, PyArrayObject **dense);
+                      size_t C, const char *name, PyArrayObject **labels,
+                      PyArrayObject **dense);
 void nn_set_status_error(nn_module_state *st, nn_status s, const char *what);
 extern uint64_t nn_input_copies;
 
-/* ---- busy guards (concurrent use from several threads) ---- */
+/* ---- claims (concurrent use from several threads) ---- */
 int nn_claim(nn_module_state *st, int *flag, const char *what);
+#define nn_release(flag) (*(flag) = 0)
+/* Claim u for reading (write 0) or writing (1); ConcurrentUseError naming
+ * `what` if it is taken the other way. */
+int nn_users_claim(nn_module_state *st, nn_users *u, int write,
+                   const char *what);
+void nn_users_release(nn_users *u, int write);
 /* A METH_FASTCALL | METH_KEYWORDS method's n required arguments, by
  * position or by the given names, into out[0..n): no argument tuple or
  * dict is built. -1 with TypeError as PyArg_ParseTupleAndKeywords gives. */
 int nn_fast_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
                  PyObject *kwnames, const char *const *names, int n,
                  PyObject **out);
-#define nn_release(flag) (*(flag) = 0)
 
 #endif

@@ -253,9 +253,10 @@ static PyArrayObject *prepare_labels(PyArrayObject *y, size_t C)
 }
 
 int nn_prepare_target(PyObject *y, nn_loss_kind kind, int dt, size_t N,
-                      size_t C, PyArrayObject **labels, PyArrayObject **dense)
+                      size_t C, const char *name, PyArrayObject **labels,
+                      PyArrayObject **dense)
 {
-    PyArrayObject *arr = as_real_array(y, "target");
+    PyArrayObject *arr = as_real_array(y, name);
     int class_ids = kind == NN_LOSS_SOFTMAX_XENT || kind == NN_LOSS_NLL;
     int rc = -1;
     *labels = NULL;
@@ -265,8 +266,8 @@ int nn_prepare_target(PyObject *y, nn_loss_kind kind, int dt, size_t N,
     if (PyArray_NDIM(arr) == 1) {
         if ((size_t)PyArray_DIM(arr, 0) != N) {
             PyErr_Format(PyExc_ValueError,
-                         "target has %zd entries but the predictions have %zu "
-                         "rows", PyArray_DIM(arr, 0), N);
+                         "%s has %zd entries but the predictions have %zu "
+                         "rows", name, PyArray_DIM(arr, 0), N);
             goto exit;
         }
         if (class_ids) {
@@ -276,9 +277,9 @@ int nn_prepare_target(PyObject *y, nn_loss_kind kind, int dt, size_t N,
         }
         if (C != 1) {
             PyErr_Format(PyExc_ValueError,
-                         "target must have shape (%zu, %zu) like the "
+                         "%s must have shape (%zu, %zu) like the "
                          "predictions; a 1-D target needs one output column",
-                         N, C);
+                         name, N, C);
             goto exit;
         }
     } else if (PyArray_NDIM(arr) == 2) {
@@ -286,8 +287,8 @@ int nn_prepare_target(PyObject *y, nn_loss_kind kind, int dt, size_t N,
             (size_t)PyArray_DIM(arr, 1) != C) {
             PyObject *shape = shape_tuple(arr);
             PyErr_Format(PyExc_ValueError,
-                         "target must have shape (%zu, %zu) like the "
-                         "predictions%s, got %R", N, C,
+                         "%s must have shape (%zu, %zu) like the "
+                         "predictions%s, got %R", name, N, C,
                          class_ids ? " or (N,) of class ids" : "", shape);
             Py_XDECREF(shape);
             goto exit;
@@ -295,8 +296,8 @@ int nn_prepare_target(PyObject *y, nn_loss_kind kind, int dt, size_t N,
     } else {
         PyObject *shape = shape_tuple(arr);
         PyErr_Format(PyExc_ValueError,
-                     "target must be 1-D (N,) or 2-D (N, C), got shape %R",
-                     shape);
+                     "%s must be 1-D (N,) or 2-D (N, C), got shape %R",
+                     name, shape);
         Py_XDECREF(shape);
         goto exit;
     }
@@ -304,7 +305,7 @@ int nn_prepare_target(PyObject *y, nn_loss_kind kind, int dt, size_t N,
     {
         npy_intp dims[2] = {(npy_intp)N, (npy_intp)C};
         PyArray_Dims newshape = {dims, 2};
-        PyArrayObject *d = nn_as_input((PyObject *)arr, dt, "target", 0);
+        PyArrayObject *d = nn_as_input((PyObject *)arr, dt, name, 0);
         if (!d)
             goto exit;
         if (PyArray_NDIM(d) == 1) {
@@ -365,6 +366,32 @@ void nn_set_status_error(nn_module_state *st, nn_status s, const char *what)
         PyErr_Format(PyExc_ValueError, "%s: %s", what, nn_status_str(s));
         return;
     }
+}
+
+int nn_users_claim(nn_module_state *st, nn_users *u, int write,
+                   const char *what)
+{
+    if (u->writer || (write && u->readers)) {
+        PyErr_Format(st->BusyError,
+                     "%s is in use by another thread; a model serves many "
+                     "readers (forward, predict) or one writer (training, "
+                     "backward, zero_grad, an optimizer step) at a time",
+                     what);
+        return -1;
+    }
+    if (write)
+        u->writer = 1;
+    else
+        u->readers++;
+    return 0;
+}
+
+void nn_users_release(nn_users *u, int write)
+{
+    if (write)
+        u->writer = 0;
+    else if (u->readers > 0)
+        u->readers--;
 }
 
 int nn_claim(nn_module_state *st, int *flag, const char *what)

@@ -6,8 +6,14 @@
 
 #include <string.h>
 
-static const char *loss_names[] = {"softmax_cross_entropy",
-                                   "binary_cross_entropy", "mse", "nll"};
+static const char *loss_names[NN_LOSS_KIND_COUNT] = {
+    "softmax_cross_entropy", "binary_cross_entropy", "mse", "nll"};
+
+/* Whether accuracy means something for a loss's predictions */
+int nn_loss_is_classification(nn_loss_kind k)
+{
+    return k != NN_LOSS_MSE;
+}
 
 static int Loss_init(LossObject *self, PyObject *args, PyObject *kw)
 {
@@ -16,7 +22,7 @@ static int Loss_init(LossObject *self, PyObject *args, PyObject *kw)
     int k;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "s:Loss", kwlist, &name))
         return -1;
-    for (k = 0; k < 4; k++) {
+    for (k = 0; k < NN_LOSS_KIND_COUNT; k++) {
         if (strcmp(name, loss_names[k]) == 0) {
             self->kind = (nn_loss_kind)k;
             Py_CLEAR(self->grad);
@@ -83,7 +89,8 @@ static PyObject *Loss_forward(LossObject *self, PyObject *args, PyObject *kw)
                         "pred must have at least one column (N, C >= 1)");
         goto exit;
     }
-    if (nn_prepare_target(target_o, self->kind, dt, N, C, &labels, &dense) < 0)
+    if (nn_prepare_target(target_o, self->kind, dt, N, C, "target", &labels,
+                          &dense) < 0)
         goto exit;
     grad = nn_new_array(dt, (npy_intp)N, (npy_intp)C);
     if (!grad)
@@ -91,7 +98,7 @@ static PyObject *Loss_forward(LossObject *self, PyObject *args, PyObject *kw)
     Py_BEGIN_ALLOW_THREADS
     s = nn_loss_eval((nn_dtype)dt, self->kind, &value, PyArray_DATA(grad),
                      PyArray_DATA(pred), labels ? PyArray_DATA(labels) : NULL,
-                     dense ? PyArray_DATA(dense) : NULL, N, C);
+                     dense ? PyArray_DATA(dense) : NULL, NULL, N, C);
     Py_END_ALLOW_THREADS
     if (s != NN_OK) {
         nn_set_status_error(st, s, "loss");
@@ -123,6 +130,47 @@ static PyObject *Loss_backward(LossObject *self, PyObject *na)
     return g;
 }
 
+/* _correct(pred, target) -> rows classified right: argmax (C > 1) or
+ * logit > 0 (C == 1) against the target as this loss reads it; a row
+ * with a NaN prediction is never right. The one accuracy of nnlayers. */
+static PyObject *Loss_correct(LossObject *self, PyObject *args)
+{
+    PyObject *pred_o, *target_o, *result = NULL;
+    PyArrayObject *pred = NULL, *labels = NULL, *dense = NULL;
+    size_t N, C, n = 0;
+    int dt;
+    if (!PyArg_ParseTuple(args, "OO:_correct", &pred_o, &target_o))
+        return NULL;
+    dt = nn_adopt_dtype(pred_o);
+    pred = nn_as_input(pred_o, dt, "pred", 2);
+    if (!pred)
+        return NULL;
+    N = (size_t)PyArray_DIM(pred, 0);
+    C = (size_t)PyArray_DIM(pred, 1);
+    if (C == 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "pred must have at least one column (N, C >= 1)");
+        goto exit;
+    }
+    if (nn_prepare_target(target_o, self->kind, dt, N, C, "target", &labels,
+                          &dense) < 0)
+        goto exit;
+    if (dt == NN_F32)
+        n = nn_count_correct_f32(PyArray_DATA(pred),
+                                 labels ? PyArray_DATA(labels) : NULL,
+                                 dense ? PyArray_DATA(dense) : NULL, N, C);
+    else
+        n = nn_count_correct_f64(PyArray_DATA(pred),
+                                 labels ? PyArray_DATA(labels) : NULL,
+                                 dense ? PyArray_DATA(dense) : NULL, N, C);
+    result = PyLong_FromSize_t(n);
+exit:
+    Py_XDECREF(pred);
+    Py_XDECREF(labels);
+    Py_XDECREF(dense);
+    return result;
+}
+
 static PyObject *Loss_get_kind(LossObject *self, void *c)
 {
     (void)c;
@@ -136,6 +184,8 @@ static PyMethodDef Loss_methods[] = {
      "also computes dL/dpred for backward()."},
     {"backward", (PyCFunction)Loss_backward, METH_NOARGS,
      "backward() -> dL/dpred (N, C) of the last forward"},
+    {"_correct", (PyCFunction)Loss_correct, METH_VARARGS,
+     "_correct(pred, target) -> rows classified right"},
     {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef Loss_getset[] = {

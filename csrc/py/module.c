@@ -389,9 +389,9 @@ static int module_exec(PyObject *m)
         nn_pool_install();
     if (add_type(m, &nn_buffer_spec, NULL, &st->BufferType) < 0 ||
         add_type(m, &nn_layer_spec, NULL, &st->LayerType) < 0 ||
-        add_type(m, &nn_sequential_spec, NULL, &st->SequentialType) < 0 ||
+        add_type(m, &nn_model_spec, NULL, &st->ModelType) < 0 ||
         add_type(m, &nn_loss_spec, NULL, &st->LossType) < 0 ||
-        add_type(m, &nn_sgd_spec, NULL, &st->SGDType) < 0)
+        add_type(m, &nn_optimizer_spec, NULL, &st->OptimizerType) < 0)
         return -1;
     st->Error = PyErr_NewExceptionWithDoc(
         "nnlayers.NNLayersError", "Base class of nnlayers' own errors.",
@@ -418,7 +418,9 @@ static int module_exec(PyObject *m)
         st->BusyError = PyErr_NewExceptionWithDoc(
             "nnlayers.ConcurrentUseError",
             "An nnlayers object was called from a second thread while a call "
-            "was running; each object serves one call at a time.", bases,
+            "that cannot share it was running: a model serves many readers "
+            "(forward, predict) or one writer (training, backward) at a "
+            "time.", bases,
             NULL);
         Py_DECREF(bases);
     }
@@ -433,9 +435,9 @@ static int module_traverse(PyObject *m, visitproc visit, void *arg)
     nn_module_state *st = nn_state_of_module(m);
     Py_VISIT(st->BufferType);
     Py_VISIT(st->LayerType);
-    Py_VISIT(st->SequentialType);
+    Py_VISIT(st->ModelType);
     Py_VISIT(st->LossType);
-    Py_VISIT(st->SGDType);
+    Py_VISIT(st->OptimizerType);
     Py_VISIT(st->Error);
     Py_VISIT(st->NonFiniteError);
     Py_VISIT(st->BusyError);
@@ -447,9 +449,9 @@ static int module_clear(PyObject *m)
     nn_module_state *st = nn_state_of_module(m);
     Py_CLEAR(st->BufferType);
     Py_CLEAR(st->LayerType);
-    Py_CLEAR(st->SequentialType);
+    Py_CLEAR(st->ModelType);
     Py_CLEAR(st->LossType);
-    Py_CLEAR(st->SGDType);
+    Py_CLEAR(st->OptimizerType);
     Py_CLEAR(st->Error);
     Py_CLEAR(st->NonFiniteError);
     Py_CLEAR(st->BusyError);
@@ -468,7 +470,7 @@ static PyModuleDef_Slot module_slots[] = {
 PyModuleDef nn_module_def = {
     PyModuleDef_HEAD_INIT,
     "nnlayers._core",
-    "The C core of nnlayers: layers, losses, SGD and the Sequential network.",
+    "The C core of nnlayers: layers, losses, optimizers and the graph engine.",
     sizeof(nn_module_state),
     module_methods,
     module_slots,

@@ -1,0 +1,552 @@
+/*
+ * optimizer.c: the Optimizer type. One C type serves every optimizer
+ * kind of the core (optim.c); the Python package subclasses it per kind
+ * (nnlayers.SGD, ...) and hands it its segments (a layer's parameter
+ * tensor each, with a group) and its groups' hyperparameters, which are
+ * checked here. The state (SGD's velocity, ...) is one block it owns.
+ */
+#include "binding.h"
+
+#include <math.h>
+#include <string.h>
+
+/* The optimizer kinds by name */
+static const struct {
+    const char *name;
+    const nn_optim_kind *kind;
+} kinds[] = {{"sgd", &nn_optim_sgd}};
+
+/* A hyperparameter of a group: its name, where it lives in nn_hyper, and
+ * what it may be */
+enum { H_NONNEG, H_POSITIVE, H_BOOL };
+static const struct {
+    const char *name;
+    size_t off;
+    int rule;
+} fields[] = {
+    {"lr", offsetof(nn_hyper, lr), H_POSITIVE},
+    {"weight_decay", offsetof(nn_hyper, weight_decay), H_NONNEG},
+    {"momentum", offsetof(nn_hyper, momentum), H_NONNEG},
+    {"nesterov", offsetof(nn_hyper, nesterov), H_BOOL},
+};
+#define N_FIELDS (sizeof fields / sizeof fields[0])
+
+static int field_index(PyObject *key)
+{
+    size_t i;
+    for (i = 0; i < N_FIELDS; i++)
+        if (PyUnicode_Check(key) &&
+            PyUnicode_CompareWithASCIIString(key, fields[i].name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Set field i of h from v, checked */
+static int set_field(nn_hyper *h, int i, PyObject *v)
+{
+    char *p = (char *)h + fields[i].off;
+    if (fields[i].rule == H_BOOL) {
+        int b = PyObject_IsTrue(v);
+        if (b < 0)
+            return -1;
+        *(int *)p = b;
+        return 0;
+    }
+    {
+        double d = PyFloat_AsDouble(v);
+        if (d == -1 && PyErr_Occurred())
+            return -1;
+        if (!isfinite(d) || (fields[i].rule == H_POSITIVE ? d <= 0 : d < 0)) {
+            char buf[40];
+            PyOS_snprintf(buf, sizeof buf, "%g", d);
+            PyErr_Format(PyExc_ValueError,
+                         "%s must be a finite number %s 0, got %s",
+                         fields[i].name,
+                         fields[i].rule == H_POSITIVE ? ">" : ">=", buf);
+            return -1;
+        }
+        *(double *)p = d;
+    }
+    return 0;
+}
+
+static PyObject *get_field(const nn_hyper *h, size_t i)
+{
+    const char *p = (const char *)h + fields[i].off;
+    if (fields[i].rule == H_BOOL)
+        return PyBool_FromLong(*(const int *)p);
+    return PyFloat_FromDouble(*(const double *)p);
+}
+
+/* Rules across fields, by kind */
+static int check_group(const nn_optim_kind *kind, const nn_hyper *h)
+{
+    if (kind == &nn_optim_sgd && h->nesterov && h->momentum == 0) {
+        PyErr_SetString(PyExc_ValueError, "nesterov=True needs momentum > 0");
+        return -1;
+    }
+    return 0;
+}
+
+/* A group's hyperparameters from a dict (every key must be known) */
+static int parse_group(const nn_optim_kind *kind, PyObject *d, nn_hyper *h)
+{
+    Py_ssize_t pos = 0;
+    PyObject *key, *val;
+    memset(h, 0, sizeof *h);
+    if (!PyDict_Check(d)) {
+        PyErr_SetString(PyExc_TypeError, "each group must be a dict");
+        return -1;
+    }
+    if (!PyDict_GetItemString(d, "lr")) {
+        PyErr_SetString(PyExc_TypeError, "each group needs an lr");
+        return -1;
+    }
+    while (PyDict_Next(d, &pos, &key, &val)) {
+        int i = field_index(key);
+        if (i < 0) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s takes no hyperparameter %R", kind->name, key);
+            return -1;
+        }
+        if (set_field(h, i, val) < 0)
+            return -1;
+    }
+    return check_group(kind, h);
+}
+
+static void free_state(OptimizerObject *self)
+{
+    PyMem_Free(self->groups);
+    PyMem_Free(self->segs);
+    self->groups = NULL;
+    self->segs = NULL;
+    Py_CLEAR(self->sbuf);
+    Py_CLEAR(self->layers);
+    memset(&self->opt, 0, sizeof self->opt);
+}
+
+/* One segment (layer, tensor, group) into *seg, checked against the
+ * segments before it (segs[0..i)) and the dtype so far (*dt) */
+static int parse_segment(nn_module_state *st, PyObject *s, Py_ssize_t i,
+                         Py_ssize_t ng, nn_segment *segs, int *dt,
+                         const char *owner)
+{
+    PyObject *lo;
+    LayerObject *ly;
+    Py_ssize_t t, g, j;
+    if (!PyTuple_Check(s) || PyTuple_GET_SIZE(s) != 3) {
+        PyErr_Format(PyExc_TypeError,
+                     "segment %zd must be (layer, tensor, group)", i);
+        return -1;
+    }
+    lo = PyTuple_GET_ITEM(s, 0);
+    if (!nn_layer_check(lo, st)) {
+        PyErr_Format(PyExc_TypeError,
+                     "segment %zd: %.100s is not an nnlayers Layer", i,
+                     Py_TYPE(lo)->tp_name);
+        return -1;
+    }
+    ly = (LayerObject *)lo;
+    t = PyLong_AsSsize_t(PyTuple_GET_ITEM(s, 1));
+    g = PyLong_AsSsize_t(PyTuple_GET_ITEM(s, 2));
+    if ((t == -1 || g == -1) && PyErr_Occurred())
+        return -1;
+    if (t < 0 || (size_t)t >= ly->L.n_params || g < 0 || g >= ng) {
+        PyErr_Format(PyExc_ValueError,
+                     "segment %zd: no trained tensor %zd or group %zd", i, t,
+                     g);
+        return -1;
+    }
+    for (j = 0; j < i; j++)
+        if (segs[j].layer == &ly->L && segs[j].tensor == (size_t)t) {
+            PyErr_Format(PyExc_ValueError,
+                         "a parameter appears twice (%R's %s): each "
+                         "parameter can be in one group only", lo,
+                         ly->L.t[t].name);
+            return -1;
+        }
+    if (*dt >= 0 && ly->dtype != *dt) {
+        PyErr_Format(PyExc_TypeError, "%s: the layers have mixed dtypes",
+                     owner);
+        return -1;
+    }
+    *dt = ly->dtype;
+    segs[i].layer = &ly->L;
+    segs[i].tensor = (size_t)t;
+    segs[i].group = (size_t)g;
+    return 0;
+}
+
+/* Everything is checked and built in new memory first, then swapped in:
+ * a failed (re-)initialisation leaves the optimizer as it was. */
+static int Optimizer_init(OptimizerObject *self, PyObject *args,
+                          PyObject *kw)
+{
+    static char *kwlist[] = {"kind", "segments", "groups", NULL};
+    nn_module_state *st = nn_state_of_type(Py_TYPE(self));
+    const char *kind_s, *owner = _PyType_Name(Py_TYPE(self));
+    const nn_optim_kind *kind = NULL;
+    PyObject *segs_o, *groups_o, *segs = NULL, *groups = NULL,
+             *layers = NULL, *layer_tuple = NULL, *sbuf = NULL;
+    nn_hyper *hyper = NULL;
+    nn_segment *seg = NULL;
+    nn_optim opt;
+    Py_ssize_t i, ns, ng;
+    size_t k, state;
+    int dt = -1, rc = -1;
+    if (!st)
+        return -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "sOO:Optimizer", kwlist,
+                                     &kind_s, &segs_o, &groups_o))
+        return -1;
+    if (self->busy) {
+        PyErr_SetString(st->BusyError, "this optimizer is in use by another "
+                        "thread; it cannot be re-initialised now");
+        return -1;
+    }
+    for (k = 0; k < sizeof kinds / sizeof kinds[0]; k++)
+        if (strcmp(kind_s, kinds[k].name) == 0)
+            kind = kinds[k].kind;
+    if (!kind) {
+        PyErr_Format(PyExc_ValueError, "unknown optimizer kind '%s'", kind_s);
+        return -1;
+    }
+    segs = PySequence_Fast(segs_o, "segments must be a sequence");
+    groups = segs ? PySequence_Fast(groups_o, "groups must be a sequence")
+                  : NULL;
+    layers = PyList_New(0);
+    if (!groups || !layers)
+        goto exit;
+    ns = PySequence_Fast_GET_SIZE(segs);
+    ng = PySequence_Fast_GET_SIZE(groups);
+    if (ng == 0) {
+        PyErr_SetString(PyExc_ValueError, "an optimizer needs a group");
+        goto exit;
+    }
+    hyper = PyMem_Calloc((size_t)ng, sizeof *hyper);
+    seg = PyMem_Calloc((size_t)ns + 1, sizeof *seg);
+    if (!hyper || !seg) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    for (i = 0; i < ng; i++)
+        if (parse_group(kind, PySequence_Fast_GET_ITEM(groups, i),
+                        &hyper[i]) < 0)
+            goto exit;
+    if (ns == 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s got no parameters (none of its layers has any)",
+                     owner);
+        goto exit;
+    }
+    for (i = 0; i < ns; i++) {
+        PyObject *s = PySequence_Fast_GET_ITEM(segs, i);
+        if (parse_segment(st, s, i, ng, seg, &dt, owner) < 0)
+            goto exit;
+        if (PySequence_Contains(layers, PyTuple_GET_ITEM(s, 0)) == 0 &&
+            PyList_Append(layers, PyTuple_GET_ITEM(s, 0)) < 0)
+            goto exit;
+    }
+    layer_tuple = PyList_AsTuple(layers);
+    if (!layer_tuple)
+        goto exit;
+    memset(&opt, 0, sizeof opt);
+    opt.kind = kind;
+    opt.dtype = (nn_dtype)dt;
+    opt.n_groups = (size_t)ng;
+    opt.groups = hyper;
+    opt.n_segments = (size_t)ns;
+    opt.seg = seg;
+    state = nn_optim_layout(&opt);
+    if (state) {
+        size_t nbytes = state * nn_dtype_size(opt.dtype);
+        sbuf = nn_buffer_new(st, nbytes);
+        if (!sbuf)
+            goto exit;
+        memset(((BufferObject *)sbuf)->data, 0, nbytes);
+        opt.state = ((BufferObject *)sbuf)->data;
+    }
+    /* all checked: replace what was there */
+    free_state(self);
+    self->groups = hyper;
+    self->segs = seg;
+    self->layers = layer_tuple;
+    self->sbuf = sbuf;
+    self->opt = opt;
+    hyper = NULL;
+    seg = NULL;
+    layer_tuple = sbuf = NULL;
+    rc = 0;
+exit:
+    PyMem_Free(hyper);
+    PyMem_Free(seg);
+    Py_XDECREF(layer_tuple);
+    Py_XDECREF(sbuf);
+    Py_XDECREF(segs);
+    Py_XDECREF(groups);
+    Py_XDECREF(layers);
+    return rc;
+}
+
+static int Optimizer_traverse(OptimizerObject *self, visitproc visit,
+                              void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->layers);
+    Py_VISIT(self->sbuf);
+    return 0;
+}
+
+static int Optimizer_clear(OptimizerObject *self)
+{
+    /* layers stay: the segments point into them */
+    (void)self;
+    return 0;
+}
+
+static void Optimizer_dealloc(OptimizerObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    free_state(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static int check_ready(OptimizerObject *self)
+{
+    if (!self->layers) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the optimizer was not initialised");
+        return -1;
+    }
+    return 0;
+}
+
+/* The optimizer and, for writing, every layer it updates */
+static int claim_all(nn_module_state *st, OptimizerObject *self)
+{
+    Py_ssize_t k, j;
+    if (nn_claim(st, &self->busy, "this optimizer") < 0)
+        return -1;
+    for (k = 0; k < PyTuple_GET_SIZE(self->layers); k++) {
+        LayerObject *ly = (LayerObject *)PyTuple_GET_ITEM(self->layers, k);
+        if (nn_users_claim(st, &ly->users, 1,
+                           "a layer of this optimizer") < 0) {
+            for (j = 0; j < k; j++)
+                nn_users_release(
+                    &((LayerObject *)PyTuple_GET_ITEM(self->layers, j))->users,
+                    1);
+            nn_release(&self->busy);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void release_all(OptimizerObject *self)
+{
+    Py_ssize_t k;
+    for (k = 0; k < PyTuple_GET_SIZE(self->layers); k++)
+        nn_users_release(
+            &((LayerObject *)PyTuple_GET_ITEM(self->layers, k))->users, 1);
+    nn_release(&self->busy);
+}
+
+static PyObject *Optimizer_step(OptimizerObject *self, PyObject *na)
+{
+    nn_module_state *st = nn_state_of_type(Py_TYPE(self));
+    (void)na;
+    if (!st || check_ready(self) < 0 || claim_all(st, self) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    nn_optim_step(&self->opt);
+    Py_END_ALLOW_THREADS
+    release_all(self);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Optimizer_zero_grad(OptimizerObject *self, PyObject *na)
+{
+    nn_module_state *st = nn_state_of_type(Py_TYPE(self));
+    size_t k, es;
+    (void)na;
+    if (!st || check_ready(self) < 0 || claim_all(st, self) < 0)
+        return NULL;
+    es = nn_dtype_size(self->opt.dtype);
+    for (k = 0; k < self->opt.n_segments; k++) {
+        const nn_segment *s = &self->opt.seg[k];
+        memset(s->layer->t[s->tensor].grad, 0, s->layer->t[s->tensor].n * es);
+    }
+    release_all(self);
+    Py_RETURN_NONE;
+}
+
+/* 1-D view of the state block, None without state */
+static PyObject *Optimizer_state_view(OptimizerObject *self, PyObject *na)
+{
+    npy_intp dims[1];
+    (void)na;
+    if (check_ready(self) < 0)
+        return NULL;
+    if (!self->sbuf)
+        Py_RETURN_NONE;
+    dims[0] = (npy_intp)(((BufferObject *)self->sbuf)->nbytes /
+                         nn_dtype_size(self->opt.dtype));
+    return nn_view((PyObject *)self, ((BufferObject *)self->sbuf)->data,
+                   self->opt.dtype, 1, dims);
+}
+
+/* _group(i) -> dict of group i's hyperparameters */
+static PyObject *Optimizer_group(OptimizerObject *self, PyObject *arg)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(arg);
+    PyObject *d;
+    size_t f;
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (check_ready(self) < 0)
+        return NULL;
+    if (i < 0 || (size_t)i >= self->opt.n_groups) {
+        PyErr_Format(PyExc_IndexError, "no group %zd", i);
+        return NULL;
+    }
+    d = PyDict_New();
+    for (f = 0; d && f < N_FIELDS; f++) {
+        PyObject *v = get_field(&self->groups[i], f);
+        if (!v || PyDict_SetItemString(d, fields[f].name, v) < 0) {
+            Py_XDECREF(v);
+            Py_CLEAR(d);
+            break;
+        }
+        Py_DECREF(v);
+    }
+    return d;
+}
+
+/* _set_group(i, name, value): one hyperparameter of group i, checked;
+ * nothing changes on an error */
+static PyObject *Optimizer_set_group(OptimizerObject *self, PyObject *args)
+{
+    nn_module_state *st = nn_state_of_type(Py_TYPE(self));
+    Py_ssize_t i;
+    PyObject *name, *value;
+    nn_hyper h;
+    int f;
+    if (!PyArg_ParseTuple(args, "nUO:_set_group", &i, &name, &value))
+        return NULL;
+    if (!st || check_ready(self) < 0)
+        return NULL;
+    if (i < 0 || (size_t)i >= self->opt.n_groups) {
+        PyErr_Format(PyExc_IndexError, "no group %zd", i);
+        return NULL;
+    }
+    f = field_index(name);
+    if (f < 0) {
+        PyErr_Format(PyExc_AttributeError, "no hyperparameter %R", name);
+        return NULL;
+    }
+    if (nn_claim(st, &self->busy, "this optimizer") < 0)
+        return NULL;
+    h = self->groups[i];
+    if (set_field(&h, f, value) < 0 || check_group(self->opt.kind, &h) < 0) {
+        nn_release(&self->busy);
+        return NULL;
+    }
+    self->groups[i] = h;
+    nn_release(&self->busy);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Optimizer_get_layers(OptimizerObject *self, void *c)
+{
+    (void)c;
+    if (!self->layers)
+        return PyTuple_New(0);
+    return Py_NewRef(self->layers);
+}
+
+static PyObject *Optimizer_get_n_groups(OptimizerObject *self, void *c)
+{
+    (void)c;
+    return PyLong_FromSize_t(self->opt.n_groups);
+}
+
+static PyObject *Optimizer_get_steps(OptimizerObject *self, void *c)
+{
+    (void)c;
+    return PyLong_FromUnsignedLongLong(self->opt.steps);
+}
+
+static PyObject *Optimizer_get_dtype(OptimizerObject *self, void *c)
+{
+    (void)c;
+    if (!self->layers)
+        Py_RETURN_NONE;
+    return nn_dtype_object(self->opt.dtype);
+}
+
+/* (layer, tensor name, group) per segment */
+static PyObject *Optimizer_get_segments(OptimizerObject *self, void *c)
+{
+    PyObject *t;
+    size_t k;
+    (void)c;
+    t = PyTuple_New((Py_ssize_t)self->opt.n_segments);
+    for (k = 0; t && k < self->opt.n_segments; k++) {
+        const nn_segment *s = &self->opt.seg[k];
+        PyObject *ly = LAYER_OBJECT(s->layer);
+        PyObject *e = Py_BuildValue("(Osn)", ly, s->layer->t[s->tensor].name,
+                                    (Py_ssize_t)s->group);
+        if (!e) {
+            Py_CLEAR(t);
+            break;
+        }
+        PyTuple_SET_ITEM(t, k, e);
+    }
+    return t;
+}
+
+static PyMethodDef Optimizer_methods[] = {
+    {"step", (PyCFunction)Optimizer_step, METH_NOARGS,
+     "Apply one update to every trainable parameter from its gradient."},
+    {"zero_grad", (PyCFunction)Optimizer_zero_grad, METH_NOARGS,
+     "Set the gradients of every parameter this optimizer holds to zero."},
+    {"_state_view", (PyCFunction)Optimizer_state_view, METH_NOARGS,
+     "1-D view of the state block (None without state)"},
+    {"_group", (PyCFunction)Optimizer_group, METH_O,
+     "_group(i) -> dict of group i's hyperparameters"},
+    {"_set_group", (PyCFunction)Optimizer_set_group, METH_VARARGS,
+     "_set_group(i, name, value): set one hyperparameter of group i"},
+    {NULL, NULL, 0, NULL}};
+
+static PyGetSetDef Optimizer_getset[] = {
+    {"layers", (getter)Optimizer_get_layers, NULL, "the layers it updates",
+     NULL},
+    {"_n_groups", (getter)Optimizer_get_n_groups, NULL, "number of groups",
+     NULL},
+    {"_steps", (getter)Optimizer_get_steps, NULL, "updates applied so far",
+     NULL},
+    {"_segments", (getter)Optimizer_get_segments, NULL,
+     "(layer, tensor name, group) of every parameter it updates", NULL},
+    {"dtype", (getter)Optimizer_get_dtype, NULL, "dtype of its parameters",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL}};
+
+static PyType_Slot Optimizer_slots[] = {
+    {Py_tp_doc, "Optimizer(kind, segments, groups): the C optimizer behind "
+                "nnlayers' optimizers"},
+    {Py_tp_init, Optimizer_init},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_dealloc, Optimizer_dealloc},
+    {Py_tp_traverse, Optimizer_traverse},
+    {Py_tp_clear, Optimizer_clear},
+    {Py_tp_methods, Optimizer_methods},
+    {Py_tp_getset, Optimizer_getset},
+    {0, NULL}};
+
+PyType_Spec nn_optimizer_spec = {
+    "nnlayers._core.Optimizer", sizeof(OptimizerObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    Optimizer_slots};
