@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """nnlayers benchmarks: training steps, fit, predict and sgemm, side by side with
-a textbook NumPy MLP and (if installed) PyTorch CPU.
+a textbook NumPy MLP and (if installed) PyTorch CPU; and a residual graph
+against the chain of its size.
 
     python benchmarks/run.py [--quick] [--json PATH] [--png PATH] [--repeats K]
                              [--fit-repeats K]
@@ -283,13 +284,8 @@ class Runner:
 
     # ---- model builders
     def nl_model(self, sizes, seed=0):
-        nl = self.nl
-        layers = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            if i:
-                layers.append(nl.ReLU())
-            layers.append(nl.Linear(a, b, dtype=np.float32, seed=seed + i))
-        return nl.Sequential(*layers)
+        from _nl_models import mlp
+        return mlp(self.nl, sizes, seed)
 
     def nl_params(self, model):
         """Ws (in, out) and bs of the Linear layers, copied."""
@@ -412,6 +408,26 @@ class Runner:
             self.run_group(name, "train", sizes, n, train_flops(sizes, n), n, builders,
                            local_sgemm=name in ("medium", "large", "xl"),
                            flops_done=train_flops_done(sizes, n))
+
+    # ---- a graph: the medium network with a skip around its middle layer
+    def residual_step(self, sizes, x, y, skip=True):
+        """A training step of the residual graph (skip=True) or of the
+        chain of its size as a graph (_nl_models.residual)."""
+        from _nl_models import residual
+        nl = self.nl
+        model = residual(nl, sizes, skip)
+        loss, opt = nl.SoftmaxCrossEntropy(), nl.SGD(model, lr=LR)
+        return lambda: model.train_step(x, y, loss, opt)
+
+    def run_residual(self):
+        if self.nl is None or not hasattr(self.nl, "Model") or not self.wanted("residual"):
+            return
+        sizes, n = (784, 256, 256, 10), 128
+        x, y = self.data(sizes, n)
+        builders = {"nnlayers": lambda: self.residual_step(sizes, x, y, True),
+                    "nnlayers (chain)": lambda: self.residual_step(sizes, x, y, False)}
+        self.run_group("residual", "train", sizes, n, train_flops(sizes, n), n, builders,
+                       flops_done=train_flops_done(sizes, n))
 
     # ---- predict
     def run_predict(self):
@@ -554,6 +570,12 @@ class Runner:
                 f"({ref:.1f} GFLOP/s, {where}; median of per-repeat ratios), "
                 f"{r['pct_sgemm_done']:.1f}% counting only the FLOPs done "
                 f"(need >= {need:g}%)" if v is not None else "not measured")
+        r = self.find("residual", "nnlayers (chain)")
+        v = 1.0 / r["ratio"] if r and r.get("ratio") else None
+        add("residual graph step <= 1.10 x the chain of its size", v, v is not None and v <= 1.10,
+            f"residual / chain time = {v:.3f}, median over repeats of the paired ratio "
+            f"(784-256-256-10 @ 128, a skip around the middle layer) (need <= 1.10)"
+            if v is not None else "not measured")
         v = self.fit_ratio
         add("fit time <= 1.03 x sum of train_step times", v, v is not None and v <= 1.03,
             f"fit / sum(train_step) = {v:.3f}, median over epoch pairs "
@@ -564,6 +586,8 @@ class Runner:
             if r["kind"] in ("train", "predict") and r["case"] not in cases:
                 cases.append(r["case"])
         for case in cases:
+            if case == "residual":
+                continue
             rs = {fw: ratio(case, fw) for fw in ("numpy", "torch")}
             parts, oks = [], []
             for fw in ("numpy", "torch"):
@@ -817,6 +841,7 @@ def main(argv=None):
     })
     runner.crosscheck()
     runner.run_train()
+    runner.run_residual()
     runner.run_predict()
     runner.run_fit()
     runner.fill_ratios()

@@ -39,7 +39,7 @@ try:
 except ImportError:  # a source checkout built in place: use the repository's package
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import nnlayers as nl
-from nnlayers.datasets import train_test_split
+from nnlayers.datasets import load_digits_split
 
 # ---- configuration -------------------------------------------------------
 HIDDEN = (128,)       # hidden layer widths: 64-128-10
@@ -54,18 +54,9 @@ THREADS = 1           # BLAS threads for both libraries (None: leave as is)
 
 
 def load_data(test_size=TEST_SIZE, seed=SEED):
-    """Digits as float32, split and standardised; returns
-    ``X_train, X_test, y_train, y_test``."""
-    from sklearn.datasets import load_digits
-
-    X, y = load_digits(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(
-        X.astype(np.float32), y.astype(np.int64), test_size=test_size, seed=seed)
-    mean = X_train.mean(axis=0)
-    std = np.maximum(X_train.std(axis=0), 1.0)   # at least one grey level
-    X_train = ((X_train - mean) / std).astype(np.float32)
-    X_test = ((X_test - mean) / std).astype(np.float32)
-    return X_train, X_test, y_train, y_test
+    """Digits as float32, split and standardised (``nnlayers.datasets``);
+    returns ``X_train, X_test, y_train, y_test``."""
+    return load_digits_split(test_size=test_size, seed=seed, dtype=np.float32)
 
 
 def build_model(n_in, hidden, n_out, seed=SEED):

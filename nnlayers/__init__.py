@@ -12,8 +12,9 @@ from ._loader import preload_openblas as _preload
 
 _preload()
 if not _locate_core(__path__, __file__):
-    raise ImportError("nnlayers' C extension (nnlayers._core) is not built: "
-                      "install the package with `pip install .`")
+    raise ImportError("nnlayers' C extension (nnlayers._core) is not built next to "
+                      f"{__file__}, and no installed nnlayers of the same version has it: "
+                      "install this copy with `pip install .`")
 
 from . import _core  # noqa: E402
 from ._core import ConcurrentUseError, NNLayersError, NonFiniteLossError  # noqa: E402
@@ -27,7 +28,7 @@ from .losses import MSE, NLL, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy  # n
 from .model import History, Model, Sequential  # noqa: E402
 from .optim import SGD, Optimizer  # noqa: E402
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 __all__ = [
     "Layer", "Linear", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softplus",

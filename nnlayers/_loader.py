@@ -25,22 +25,26 @@ def preload_openblas():
 def locate_core(package_path, package_file):
     """Make ``nnlayers._core`` importable when Python found this package in
     a source checkout (the repository root on sys.path, e.g. running
-    ``python -m nnlayers`` or ``python -c "import nnlayers"`` from a clone
-    after ``pip install .``): the compiled extension then lives in the
-    installed copy, whose folder is appended to the package's ``__path__``.
-    Returns True when an extension was found."""
+    ``python -m nnlayers`` from a clone after ``pip install .``): the
+    compiled extension then lives in the installed copy, whose folder is
+    appended to the package's ``__path__``. Only the installed nnlayers
+    distribution of the same version is used, never another ``_core``
+    that happens to be on sys.path. Returns True when an extension was
+    found."""
     import glob
-    import sys
+    from importlib import metadata
+
+    from ._version import __version__
 
     here = os.path.dirname(os.path.abspath(package_file))
     if glob.glob(os.path.join(here, "_core.*")):
         return True
-    for entry in sys.path:
-        candidate = os.path.join(os.path.abspath(entry or os.getcwd()), "nnlayers")
-        if os.path.abspath(candidate) == here:
-            continue
-        if glob.glob(os.path.join(candidate, "_core.*.so")) or glob.glob(
-                os.path.join(candidate, "_core.*.pyd")):
-            package_path.append(candidate)
+    for dist in metadata.distributions(name="nnlayers"):
+        installed = os.path.abspath(str(dist.locate_file("nnlayers")))
+        if installed == here or dist.version != __version__:
+            continue   # this checkout's own build metadata, or another version
+        if glob.glob(os.path.join(installed, "_core.*.so")) or glob.glob(
+                os.path.join(installed, "_core.*.pyd")):
+            package_path.append(installed)
             return True
     return False

@@ -46,6 +46,11 @@ __all__ = [
     "sgd_step",
     "sequential_forward",
     "sequential_backward",
+    "MERGES",
+    "merge_forward",
+    "merge_backward",
+    "graph_forward",
+    "graph_backward",
 ]
 
 #: Elementwise activation kinds, in the order of ``nn_kind`` in nn.h.
@@ -335,6 +340,118 @@ def sequential_backward(specs, caches, gy):
 
 
 # ---------------------------------------------------------------------------
+# Merge layers (several inputs of shape (N, F) each)
+# ---------------------------------------------------------------------------
+
+#: Layer kinds that join several inputs.
+MERGES = ("add", "subtract", "multiply", "average", "concatenate")
+
+
+def merge_forward(kind, xs):
+    """A merge layer on inputs xs (a list of (N, F_i) arrays).
+
+    add ``Σ xᵢ``; subtract ``x₀ - x₁``; multiply ``Π xᵢ`` (elementwise);
+    average ``(1/k) Σ xᵢ``; concatenate ``[x₀ | x₁ | ...]`` along features.
+    """
+    xs = [_float(x, f"xs[{i}]") for i, x in enumerate(xs)]
+    dt = xs[0].dtype
+    xs = [_like(x, dt) for x in xs]
+    if len(xs) < 2:
+        raise ValueError(f"xs: a merge takes at least 2 inputs, got {len(xs)}")
+    if kind == "add":
+        return np.sum(xs, axis=0).astype(dt)
+    if kind == "subtract":
+        if len(xs) != 2:
+            raise ValueError(f"xs: subtract takes exactly 2 inputs, got {len(xs)}")
+        return xs[0] - xs[1]
+    if kind == "multiply":
+        return np.prod(xs, axis=0).astype(dt)
+    if kind == "average":
+        return (np.sum(xs, axis=0) / len(xs)).astype(dt)
+    if kind == "concatenate":
+        return np.concatenate(xs, axis=1)
+    raise ValueError(f"kind: unknown merge {kind!r}; known: {MERGES}")
+
+
+def merge_backward(kind, gy, xs):
+    """VJP of a merge layer: the list of dL/dxᵢ for dL/dy = gy."""
+    xs = [_float(x, f"xs[{i}]") for i, x in enumerate(xs)]
+    dt = xs[0].dtype
+    gy = _like(gy, dt)
+    if kind == "add":
+        return [gy.copy() for _ in xs]
+    if kind == "subtract":
+        return [gy.copy(), -gy]
+    if kind == "average":
+        return [(gy / len(xs)).astype(dt) for _ in xs]
+    if kind == "multiply":
+        out = []
+        for i in range(len(xs)):
+            others = [x for j, x in enumerate(xs) if j != i]
+            out.append((gy * np.prod(others, axis=0)).astype(dt))
+        return out
+    if kind == "concatenate":
+        edges = np.cumsum([0] + [x.shape[1] for x in xs])
+        return [gy[:, a:b].copy() for a, b in zip(edges[:-1], edges[1:])]
+    raise ValueError(f"kind: unknown merge {kind!r}; known: {MERGES}")
+
+
+# ---------------------------------------------------------------------------
+# Graphs
+# ---------------------------------------------------------------------------
+
+def _node_forward(kind, ins, params, slope):
+    if kind in MERGES:
+        return merge_forward(kind, ins)
+    return layer_forward(kind, ins[0], params, slope)
+
+
+def graph_forward(nodes, inputs, outputs):
+    """Run a graph of layers.
+
+    nodes: list of ``(kind, params_or_None, slope, input value indices)``
+    in topological order; values are numbered inputs first, then each
+    node's output. inputs: the input arrays; outputs: value indices.
+    Returns ``(outs, values)`` (values: every value, for the backward).
+    """
+    values = [_float(x, f"inputs[{i}]") for i, x in enumerate(inputs)]
+    for kind, params, slope, ins in nodes:
+        values.append(_node_forward(kind, [values[i] for i in ins], params, slope))
+    return [values[v] for v in outputs], values
+
+
+def graph_backward(nodes, values, outputs, gouts, n_inputs):
+    """Back-propagation through the graph run by :func:`graph_forward`: a
+    value's gradient is the sum over its consumers (the multi-path chain
+    rule). Returns ``(input gradients, per-node grads dicts)``; the grads
+    of a layer used at several nodes are to be summed by the caller."""
+    grad = [None] * len(values)
+
+    def add(v, g):
+        grad[v] = g if grad[v] is None else grad[v] + g
+
+    for v, g in zip(outputs, gouts):
+        add(v, _like(g, values[v].dtype))
+    node_grads = [{} for _ in nodes]
+    for k in range(len(nodes) - 1, -1, -1):
+        kind, params, slope, ins = nodes[k]
+        g = grad[n_inputs + k]
+        if g is None:
+            continue
+        xs = [values[i] for i in ins]
+        if kind in MERGES:
+            gxs, pg = merge_backward(kind, g, xs), {}
+        else:
+            gx, pg = layer_backward(kind, g, xs[0], params, slope)
+            gxs = [gx]
+        node_grads[k] = pg
+        for i, gx in zip(ins, gxs):
+            add(i, gx)
+    zero = [np.zeros_like(values[i]) for i in range(n_inputs)]
+    return [grad[i] if grad[i] is not None else zero[i] for i in range(n_inputs)], node_grads
+
+
+# ---------------------------------------------------------------------------
 # Losses (averaged over the batch)
 # ---------------------------------------------------------------------------
 
@@ -431,6 +548,7 @@ def accuracy(pred, target):
 
     C > 1: argmax of pred rows vs the labels (N,) or argmax of dense rows.
     C == 1: pred > 0 (a logit) vs target > 0.5; target (N,) or (N, 1).
+    A row whose prediction holds a NaN is never right.
     """
     pred = _float(pred, "pred")
     _check_2d(pred, "pred")
@@ -441,7 +559,7 @@ def accuracy(pred, target):
         t = t.reshape(-1)
         if t.shape[0] != N:
             raise ValueError(f"target: expected shape ({N},) or ({N}, 1), got {np.shape(target)}")
-        correct = (pred[:, 0] > 0) == (t > 0.5)
+        correct = ((pred[:, 0] > 0) == (t > 0.5)) & ~np.isnan(pred[:, 0])
     else:
         if t.ndim == 1:
             if t.shape[0] != N:
@@ -451,7 +569,7 @@ def accuracy(pred, target):
             if t.shape != (N, C):
                 raise ValueError(f"target: expected ({N},) or ({N}, {C}), got {t.shape}")
             labels = t.argmax(axis=1)
-        correct = pred.argmax(axis=1) == labels
+        correct = (pred.argmax(axis=1) == labels) & ~np.isnan(pred).any(axis=1)
     return float(np.count_nonzero(correct)) / N
 
 

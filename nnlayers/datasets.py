@@ -4,12 +4,14 @@
   linear classifier separates them, a small MLP does.
 * :func:`make_xor` -- the four XOR points of the lecture notes.
 * :func:`train_test_split` -- a seeded random held-out split.
+* :func:`load_digits_split` -- scikit-learn's digits, split and
+  standardised (needs scikit-learn).
 """
 import numbers
 
 import numpy as np
 
-__all__ = ["make_spirals", "make_xor", "train_test_split"]
+__all__ = ["make_spirals", "make_xor", "train_test_split", "load_digits_split"]
 
 
 def make_spirals(n_samples=600, n_classes=2, noise=0.05, turns=1.5, seed=None,
@@ -128,6 +130,27 @@ def train_test_split(X, y, test_size=0.25, seed=None):
     order = np.random.default_rng(seed).permutation(n)
     test, train = order[:n_test], order[n_test:]
     return X[train], X[test], y[train], y[test]
+
+
+def load_digits_split(test_size=0.25, seed=0, dtype=np.float32):
+    """scikit-learn's 8x8 handwritten digits (1797 x 64 grey levels 0..16),
+    split with :func:`train_test_split` and standardised with the training
+    part's per-pixel mean and standard deviation; the standard deviation
+    is floored at one grey level so that the almost-always-blank border
+    pixels are not blown up into huge values by a rare stroke.
+
+    Needs scikit-learn (imported here only). Returns
+    ``X_train, X_test, y_train, y_test`` (X of ``dtype``, y int64).
+    """
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(
+        X.astype(dtype), y.astype(np.int64), test_size=test_size, seed=seed)
+    mean = X_train.mean(axis=0)
+    std = np.maximum(X_train.std(axis=0), 1.0)   # at least one grey level
+    return (((X_train - mean) / std).astype(dtype), ((X_test - mean) / std).astype(dtype),
+            y_train, y_test)
 
 
 def _check_int(value, name, minimum):

@@ -6,16 +6,18 @@ duck typing on three kinds of object:
 
 * a **loss** (when ``target`` is given): ``value = f.forward(x, target)``
   returns a float and ``f.backward()`` returns dL/dx;
-* a **model** (has ``parameters()``, e.g. ``nnlayers.Sequential``):
-  ``parameters()`` / ``gradients()`` return dicts of writable views,
-  ``zero_grad()`` clears the gradients;
+* a **model** (has ``parameters()``, e.g. ``nnlayers.Model`` or
+  ``nnlayers.Sequential``): ``parameters()`` / ``gradients()`` return dicts
+  of writable views, ``zero_grad()`` clears the gradients; a model of
+  several inputs takes a list ``x`` and may return a list of outputs;
 * a **layer** (anything else): ``params`` / ``grads`` dicts of views and
   ``zero_grad()``.
 
-For layers and models the scalar checked is ``L(x) = sum(r * f.forward(x))``
-with ``r`` a fixed random array (``np.random.default_rng(seed)``), so the
-analytic gradient is ``f.backward(r)`` for x and the accumulated grads for
-every parameter.
+For layers and models the scalar checked is ``L(x) = Σₖ sum(rₖ * outₖ)``
+with each ``rₖ`` a fixed random array (``np.random.default_rng(seed)``),
+so the analytic gradient is ``f.backward(r)`` for x and the accumulated
+grads for every parameter. With ``loss=`` (and ``target=``), a model is
+checked together with its losses: ``L(x) = Σₖ wₖ lossₖ(outₖ, targetₖ)``.
 
 This module imports nothing from the rest of ``nnlayers``.
 """
@@ -94,7 +96,14 @@ class _ArrayReport:
             self.ok = False
 
 
-def _model_kind(f, target):
+def _model_kind(f, target, loss):
+    if loss is not None:
+        if not hasattr(f, "parameters"):
+            raise TypeError("gradcheck(loss=...) checks a model with its loss; "
+                            f"f is a {type(f).__name__}")
+        if target is None:
+            raise ValueError("gradcheck(loss=...) needs the loss's target=")
+        return "model+loss"
     if target is not None:
         return "loss"
     if hasattr(f, "parameters"):
@@ -102,42 +111,51 @@ def _model_kind(f, target):
     return "layer"
 
 
-def _is_trainable(f, kind, name):
-    """False for parameters of a frozen layer (their grads are not computed)."""
-    try:
-        if kind == "layer":
-            return bool(getattr(f, "trainable", True))
-        prefix = name.split(".", 1)[0]
-        return bool(getattr(f[int(prefix)], "trainable", True))
-    except Exception:
-        return True
+def _trainable_names(f, kind, names):
+    """The parameters to check: those of trainable layers."""
+    if kind == "layer":
+        return list(names) if getattr(f, "trainable", True) else []
+    if hasattr(f, "_trainable_parameter_names"):
+        keep = set(f._trainable_parameter_names())
+        return [k for k in names if k in keep]
+    return list(names)
 
 
 def _param_views(f, kind):
     if kind == "loss":
         return {}, {}
-    if kind == "model":
+    if kind in ("model", "model+loss"):
         return dict(f.parameters()), dict(f.gradients())
     return dict(getattr(f, "params", {}) or {}), dict(getattr(f, "grads", {}) or {})
 
 
+def _as_list(v):
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
 def gradcheck(f, x, target=None, eps=1e-6, rtol=1e-6, atol=1e-9, seed=0,
-              max_elements=512, n_directions=8, raise_exception=True):
+              max_elements=512, n_directions=8, raise_exception=True, loss=None,
+              loss_weights=None):
     """Check ``f``'s analytic gradients against central finite differences.
 
     Parameters
     ----------
     f : layer, model or loss
-        See the module docstring for the three kinds and how they are told
-        apart (``target is not None`` -> loss; ``hasattr(f, "parameters")``
-        -> model; else layer).
-    x : array (N, D)
+        See the module docstring for the kinds and how they are told apart
+        (``loss`` given -> model with its losses; ``target`` alone -> loss;
+        ``hasattr(f, "parameters")`` -> model; else layer).
+    x : array (N, D), or a list of arrays for a model of several inputs
         The point to check at. Use float64 (and a float64 ``f``) for
         meaningful results; other float dtypes are used as given (expect
         float32 to fail the default tolerances), non-float inputs are
         converted to float64. ``x`` itself is never modified.
     target : array, optional
-        The loss target; giving it makes ``f`` a loss.
+        The loss target (a list, one per output, with ``loss``); giving it
+        alone makes ``f`` a loss.
+    loss : nnlayers loss, or a list of one per output, optional
+        Check the model ``f`` with its losses on ``target``.
+    loss_weights : list of float, optional
+        Weights of the losses (default all 1).
     eps : float
         Finite-difference step. Per-element differences divide by the step
         actually stored, ``(v + eps) - (v - eps)`` after rounding to the
@@ -172,52 +190,90 @@ def gradcheck(f, x, target=None, eps=1e-6, rtol=1e-6, atol=1e-9, seed=0,
     ``backward`` pass at the unperturbed point), and its last forward was
     one of the finite-difference evaluations.
     """
-    kind = _model_kind(f, target)
+    kind = _model_kind(f, target, loss)
     rng = np.random.default_rng(seed)
 
-    xw = np.array(x, copy=True)
-    if xw.dtype.kind not in "f":
-        if xw.dtype.kind not in "biu":
-            raise TypeError(f"x: expected a real array, got dtype {xw.dtype}")
-        xw = xw.astype(np.float64)
+    multi_in = isinstance(x, (list, tuple))
+    xs = []
+    for v in _as_list(x):
+        xw = np.array(v, copy=True)
+        if xw.dtype.kind not in "f":
+            if xw.dtype.kind not in "biu":
+                raise TypeError(f"x: expected a real array, got dtype {xw.dtype}")
+            xw = xw.astype(np.float64)
+        xs.append(xw)
+    x_arg = xs if multi_in else xs[0]
+    x_names = [f"x[{i}]" for i in range(len(xs))] if multi_in else ["x"]
 
     params, grads = _param_views(f, kind)
-    names = [k for k in params if _is_trainable(f, kind, k)]
+    names = _trainable_names(f, kind, params)
     for k in names:
         if k not in grads:
             raise ValueError(f"f: parameter {k!r} has no matching gradient")
 
+    if kind == "model+loss":
+        losses = _as_list(loss)
+        targets = _as_list(target) if isinstance(loss, (list, tuple)) else [target]
+        weights = [1.0] * len(losses) if loss_weights is None else [float(w) for w in loss_weights]
+        if not (len(losses) == len(targets) == len(weights)):
+            raise ValueError("gradcheck: loss, target and loss_weights must give one per output")
+
     # ---- analytic pass ------------------------------------------------
+    r = None
     if kind == "loss":
-        f.forward(xw, target)
-        gx = np.asarray(f.backward(), dtype=np.float64)
-        r = None
+        f.forward(x_arg, target)
+        gxs = [np.asarray(f.backward(), dtype=np.float64)]
     else:
         if hasattr(f, "zero_grad"):
             f.zero_grad()
-        y = np.asarray(f.forward(xw))
-        rdt = y.dtype if y.dtype.kind == "f" else np.float64
-        r = rng.standard_normal(y.shape).astype(rdt)
-        gx = np.asarray(f.backward(r), dtype=np.float64)
-    if gx.shape != xw.shape:
-        raise ValueError(f"f.backward: returned shape {gx.shape}, expected x's shape {xw.shape}")
-    analytic = {"x": gx}
+        raw = f.forward(x_arg)
+        multi_out = isinstance(raw, (list, tuple))
+        outs = _as_list(raw)
+        if kind == "model+loss":
+            gout = []
+            for lf, t, w, y in zip(losses, targets, weights, outs):
+                lf.forward(y, t)
+                gout.append(w * np.asarray(lf.backward()))
+        else:
+            r = []
+            for y in outs:
+                y = np.asarray(y)
+                rdt = y.dtype if y.dtype.kind == "f" else np.float64
+                r.append(rng.standard_normal(y.shape).astype(rdt))
+            gout = r
+        gx = f.backward(gout if multi_out else gout[0])
+        gxs = [np.asarray(g, dtype=np.float64) for g in _as_list(gx)]
+    if len(gxs) != len(xs):
+        raise ValueError(f"f.backward: returned {len(gxs)} input gradients, expected {len(xs)}")
+    for name, g, xw in zip(x_names, gxs, xs):
+        if g.shape != xw.shape:
+            raise ValueError(f"f.backward: returned shape {g.shape} for {name}, expected "
+                             f"{xw.shape}")
+    analytic = dict(zip(x_names, gxs))
     for k in names:
         analytic[k] = np.array(grads[k], dtype=np.float64, copy=True)
-    r64 = None if r is None else r.astype(np.float64)
+    r64 = None if r is None else [v.astype(np.float64) for v in r]
 
     # ---- the scalar and its central difference -------------------------
     def value():
         if kind == "loss":
-            return float(f.forward(xw, target))
-        return np.asarray(f.forward(xw), dtype=np.float64).copy()
+            return float(f.forward(x_arg, target))
+        outs = _as_list(f.forward(x_arg))
+        if kind == "model+loss":
+            total = 0.0
+            for lf, t, w, y in zip(losses, targets, weights, outs):
+                total += w * float(lf.forward(y, t))
+                lf.backward()   # release the gradient it holds
+            return total
+        return [np.asarray(y, dtype=np.float64).copy() for y in outs]
 
     def central(vp, vm, step):
-        # (L+ - L-) / step; for layers, difference the outputs first so the
-        # cancellation happens element by element, then weight by r.
-        if kind == "loss":
+        # (L+ - L-) / step; for layers and models, difference the outputs
+        # first so the cancellation happens element by element, then
+        # weight by r.
+        if kind in ("loss", "model+loss"):
             return (vp - vm) / step
-        return float(np.sum(r64 * (vp - vm))) / step
+        return float(sum(np.sum(rk * (p - m)) for rk, p, m in zip(r64, vp, vm))) / step
 
     def check(name, arr, grad):
         rep = _ArrayReport(rtol, atol)
@@ -256,7 +312,7 @@ def gradcheck(f, x, target=None, eps=1e-6, rtol=1e-6, atol=1e-9, seed=0,
             arr[...] = saved
         return rep
 
-    reports = {"x": check("x", xw, analytic["x"])}
+    reports = {name: check(name, xw, analytic[name]) for name, xw in zip(x_names, xs)}
     for k in names:
         reports[k] = check(k, params[k], analytic[k])
 
@@ -265,7 +321,7 @@ def gradcheck(f, x, target=None, eps=1e-6, rtol=1e-6, atol=1e-9, seed=0,
     ok = all(rep.ok for rep in reports.values())
     failing = {k: rep.fail_where[0] for k, rep in reports.items() if not rep.ok}
     pool = failing if failing else errors
-    worst = max(pool, key=lambda k: pool[k]) if pool else "x"
+    worst = max(pool, key=lambda k: pool[k]) if pool else x_names[0]
     max_rel = max(errors.values()) if errors else 0.0
     result = GradcheckResult(ok=ok, max_rel_error=max_rel, errors=errors, worst=worst)
 

@@ -284,6 +284,8 @@ class Model(_core.Model):
         _core.Model.__init__(self, flat.layers, flat.nodes, [w for w, _, _ in spec.inputs],
                              outputs, names, dtypes.pop() if dtypes else None)
         self._flat_layers = tuple(flat.layers)
+        self._flat_nodes = tuple(flat.nodes)
+        self._flat_outputs = tuple(outputs)
         if not hasattr(self, "_output_names"):
             self._output_names = [f"output_{j}" for j in range(len(spec.outputs))]
 
@@ -554,11 +556,6 @@ class Model(_core.Model):
         xs = list(X) if self._multi_in and isinstance(X, (list, tuple)) else [X]
         xs = [_core.as_input(a, self.dtype, "X") for a in xs]
         n = xs[0].shape[0]
-        ys = self._targets_list(y)
-        for t in ys:
-            t = np.asarray(t)
-            if t.ndim == 0 or t.shape[0] != n:
-                raise ValueError(f"y must have one entry per row of X ({n}), got shape {t.shape}")
         if n == 0 and epochs > 0:
             raise ValueError("X has no rows: fit needs at least one sample")
         X_arg = xs if self._multi_in else xs[0]

@@ -200,13 +200,11 @@ def test_err_target_count(how, count):
     model, fresh = make_model(), make_model()
     x, _ = make_data()
     y = np.arange(count) % D_OUT
-    if how == "train_step":
-        with pytest.raises(ValueError, match=rf"target has {count} entries but the predictions "
-                                             rf"have {N} rows"):
+    with pytest.raises(ValueError, match=rf"target has {count} entries but the predictions "
+                                         rf"have {N} rows"):
+        if how == "train_step":
             model.train_step(x, y, nl.SoftmaxCrossEntropy(), nl.SGD(model, 0.1))
-    else:
-        with pytest.raises(ValueError, match=rf"y must have one entry per row of X \({N}\), "
-                                             rf"got shape \({count},\)"):
+        else:
             model.fit(x, y, optimizer=nl.SGD(model, 0.1), verbose=0)
     assert_trains_like(model, fresh)
 

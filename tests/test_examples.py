@@ -128,6 +128,19 @@ def test_digits_example_accuracy_and_sklearn_timing():
     assert len(res["history"].history["loss"]) == digits.EPOCHS
 
 
+def test_residual_digits_example_reaches_97_percent():
+    pytest.importorskip("sklearn")
+    example = load_example("residual_digits")
+    res = example.main(verbose=False)           # the script's full configuration
+    assert res["test_accuracy"] >= 0.97, res
+    # the graph really has the skip: it differs from the plain chain
+    model = example.build_model(64, 16, 10)
+    kinds = [layer.kind for layer in model.layers]
+    assert "add" in kinds
+    chain = example.build_model(64, 16, 10, residual=False)
+    assert "add" not in [layer.kind for layer in chain.layers]
+
+
 def test_examples_readme_lists_every_example():
     text = open(os.path.join(EXAMPLES, "README.md"), encoding="utf-8").read()
     for name in sorted(os.listdir(EXAMPLES)):

@@ -1,4 +1,4 @@
-"""The batch split of training steps (csrc/core/net_step.c, train_step_split).
+"""The batch split of training steps (csrc/core/graph_run.c, step_split).
 
 At two threads or more, a training step of a mid-sized network splits its
 batch: each thread runs the forward pass, the loss and the input gradients

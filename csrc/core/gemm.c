@@ -6,15 +6,15 @@
  *
  * A single row or column of C goes to gemv: OpenBLAS does not forward such
  * gemm calls to gemv on x86-64, and its gemm would pack all of B for one
- * row (a batch-1 predict was 2x slower than NumPy's matmul). Everything
- * else, in float32 and below NN_SMALL_GEMM_MAX multiply-adds, goes to the
- * AVX2 kernel of gemm_small.c (no packing) when the CPU has AVX2 and FMA;
- * else it is one ordinary call; OpenBLAS keeps products of fewer than
- * NN_GEMM_ONE_THREAD multiply-adds on the calling thread, so tiny products
- * never wake its thread pool. For those, an overwrite (beta = 0) of a
- * contiguous C zeroes C with one memset first and asks OpenBLAS to add
- * (beta = 1): OpenBLAS zeroes a row-major C one row at a time, which
- * costs more than the product itself when C is small.
+ * row. Everything else, in float32 and below NN_SMALL_GEMM_MAX
+ * multiply-adds, goes to the AVX2 kernel of gemm_small.c (no packing) when
+ * the CPU has AVX2 and FMA; else it is one ordinary call. OpenBLAS keeps
+ * products of fewer than NN_GEMM_ONE_THREAD multiply-adds on the calling
+ * thread, so tiny products never wake its thread pool. For those, an
+ * overwrite (beta = 0) of a contiguous C zeroes C with one memset first
+ * and asks OpenBLAS to add (beta = 1): OpenBLAS applies beta to a
+ * row-major C one row at a time (a column of its column-major view),
+ * which costs more than the product itself when C is small.
  */
 #ifndef NN_SFX
 #error "template: compiled through dtype_f32.c / dtype_f64.c"
@@ -119,7 +119,7 @@ nn_status FN(nn_gemm)(int trans_a, int trans_b, size_t M, size_t N, size_t K,
         return NN_OK;
 #endif
     if (beta == 0 && ldc == N && (double)M * N * K < NN_GEMM_ONE_THREAD) {
-        /* OpenBLAS would zero C one column at a time: one memset here */
+        /* OpenBLAS would zero C one row at a time: one memset here */
         FN(scale_matrix)(0, C, M, N, ldc);
         beta = 1;
     }

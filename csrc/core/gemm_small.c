@@ -3,26 +3,23 @@
  * on CPUs with AVX2 and FMA.
  *
  * OpenBLAS copies (packs) both operands into its own layout before any
- * product, and checks and allocates per call; for a 32 x 32 x 64 product
- * that costs more than the arithmetic (2.9 us where the multiply-adds take
- * about 1). OpenBLAS has kernels without packing for such products only on
- * AVX-512 CPUs (its SMALL_MATRIX_OPT); this file is the same idea for AVX2:
+ * product, and checks and allocates per call; for products of a few
+ * thousand multiply-adds that costs more than the arithmetic. This file
+ * computes such products without packing:
  *   C (M, N) = alpha op(A) op(B) + beta C, row-major
- * computed in blocks of 4 rows x 16 columns of C held in eight 8-float
- * registers, walking k in order (each element of C is one fused
- * multiply-add chain over k, as in OpenBLAS's kernels), B read a row of 16
- * at a time, A one value at a time (either layout).
+ * in blocks of 4 rows x 16 columns of C held in eight 8-float registers,
+ * walking k in order (each element of C is one fused multiply-add chain
+ * over k, as in OpenBLAS's kernels), B read a row of 16 at a time, A one
+ * value at a time (either layout).
  *
- * It takes only the products it was measured to win: N a multiple of 8,
- * so every load and store is a whole vector, at most NN_SMALL_GEMM_MAX
+ * It takes only the shapes where it beat OpenBLAS when this was written
+ * (benchmarks/run.py times the steps that use it): N a multiple of 8, so
+ * every load and store is a whole vector, at most NN_SMALL_GEMM_MAX
  * multiply-adds, and B not transposed, or transposed but small enough to
  * copy back (at most NN_SMALL_BT_MAX values, C of 16 rows or more); and
  * A^T B with N not a multiple of 8 but M one, computed as its transpose
- * (small_sgemm_tn_transposed). There
- * it is 1.2-4x faster than OpenBLAS (32 x 32 x 64: 1.7 vs 2.0 us; 8 x 8 x 8:
- * 0.03 vs 0.13 us; 32 x 32 x 10 with B transposed: 0.42 vs 0.56 us); rows
- * of C that end in a partial vector, or bigger transposed copies, cost
- * more than OpenBLAS's packing and lost.
+ * (small_sgemm_tn_transposed). Rows of C that end in a partial vector, or
+ * bigger transposed copies, lost to OpenBLAS and go there.
  *
  * nn_small_sgemm returns 0 (and does nothing) for any other product, or
  * when the CPU lacks AVX2 or FMA: OpenBLAS then does it.

@@ -685,6 +685,7 @@ nn_status nn_optmap_bind(nn_optmap *m, const nn_graph *g, const nn_optim *o)
         }
         m->n = n;
     }
+    m->n_mapped = 0;
     for (k = 0; k < g->n_nodes; k++) {
         const nn_layer *L = g->nodes[k].layer;
         for (t = 0; t < NN_MAX_TENSORS; t++) {
@@ -693,6 +694,7 @@ nn_status nn_optmap_bind(nn_optmap *m, const nn_graph *g, const nn_optim *o)
                 if (o->seg[s].layer == L && o->seg[s].tensor == t)
                     found = (long)s;
             m->seg_of[k * NN_MAX_TENSORS + t] = found;
+            m->n_mapped += found >= 0;
         }
     }
     m->opt = o;

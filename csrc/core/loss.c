@@ -148,11 +148,18 @@ static nn_status FN(softmax_xent_rows)(double *sum, real *dpred,
          * they overlap in the pipeline instead of waiting on each log */
         for (r = 0; r < rows; r++)
             s[r] = FN(row_sum)(block + r * C, C);
-        for (r = 0; r < rows; r++) {
-            size_t n = n0 + r;
-            total += ROW_WEIGHT(w, n) *
-                     FN(xent_row)(block + r * C, pred + n * C, m[r], s[r],
-                                  labels, T, n, C, ROW_SCALE(w, n, scale));
+        if (w) {
+            for (r = 0; r < rows; r++) {
+                size_t n = n0 + r;
+                total += (double)w[n] *
+                         FN(xent_row)(block + r * C, pred + n * C, m[r], s[r],
+                                      labels, T, n, C, (double)w[n] * scale);
+            }
+        } else {
+            for (r = 0; r < rows; r++)
+                total += FN(xent_row)(block + r * C, pred + (n0 + r) * C,
+                                      m[r], s[r], labels, T, n0 + r, C,
+                                      scale);
         }
     }
     *sum = total;

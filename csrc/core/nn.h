@@ -363,7 +363,12 @@ typedef struct nn_op {
     double (*macs)(const nn_layer *L);
 } nn_op;
 
-const nn_op *nn_op_of(nn_kind k);
+/* The op table (ops.c), and one kind's entry (NULL for no kind) */
+extern const nn_op nn_op_table[NN_KIND_COUNT];
+static inline const nn_op *nn_op_of(nn_kind k)
+{
+    return (unsigned)k < NN_KIND_COUNT ? &nn_op_table[k] : NULL;
+}
 
 /* The three forms of parameter gradient the ops produce (graph_run.c):
  *   gemm:  grad_k (R, C) = A^T B, A (K, R) with row stride lda, B (K, C)
@@ -682,9 +687,9 @@ typedef struct nn_hooks {
  * the segment index or -1 (refreshed when the optimizer changes). */
 typedef struct nn_optmap {
     const nn_optim *opt;
-    uint64_t stamp;
     long *seg_of;            /* n_nodes * NN_MAX_TENSORS */
     size_t n;
+    size_t n_mapped;         /* node tensors the optimizer holds */
 } nn_optmap;
 nn_status nn_optmap_bind(nn_optmap *m, const nn_graph *g, const nn_optim *o);
 void nn_optmap_free(nn_optmap *m);

@@ -173,7 +173,7 @@ static double macs_linear(const nn_layer *L)
     .name = label, .min_in = 2, .max_in = most, .flags = NN_OP_ROWWISE,     \
     .out_width = width
 
-static const nn_op op_table[NN_KIND_COUNT] = {
+const nn_op nn_op_table[NN_KIND_COUNT] = {
     [NN_LINEAR] = {.name = "linear", .min_in = 1, .max_in = 1,
                    .flags = NN_OP_ROWWISE,
                    .config = NN_CFG_IN | NN_CFG_OUT | NN_CFG_BIAS,
@@ -206,10 +206,6 @@ static const nn_op op_table[NN_KIND_COUNT] = {
                         KERNELS(concatenate)},
 };
 
-const nn_op *nn_op_of(nn_kind k)
-{
-    return (unsigned)k < NN_KIND_COUNT ? &op_table[k] : NULL;
-}
 
 const char *nn_kind_name(nn_kind k)
 {
@@ -221,7 +217,7 @@ int nn_kind_from_name(const char *name)
 {
     int k;
     for (k = 0; k < NN_KIND_COUNT; k++)
-        if (strcmp(name, op_table[k].name) == 0)
+        if (strcmp(name, nn_op_table[k].name) == 0)
             return k;
     return -1;
 }

@@ -9,7 +9,7 @@
  * product needs them: the elementwise passes over big blocks are split
  * between the caller and the workers (nn_parallel_range), and fit gathers
  * the next minibatch on a worker while the current one trains
- * (net_step.c). OpenBLAS's own threads then stay asleep: two pools
+ * (graph_run.c). OpenBLAS's own threads then stay asleep: two pools
  * spinning on two cores would fight each other.
  *
  * The thread count stays OpenBLAS's (openblas_set/get_num_threads,
@@ -29,7 +29,7 @@
  *     needs a task's result finishes the unclaimed chunks itself, so it
  *     never depends on a worker being free;
  *   - tasks use no more threads than OpenBLAS's count says right now;
- *   - a training step's batch split (net_step.c) is two foreground tasks
+ *   - a training step's batch split (graph_run.c) is two foreground tasks
  *     of long chunks, one block of rows per thread. Its products stay on
  *     their threads (OpenBLAS at one thread from nn_step_begin to
  *     nn_step_end), its parts post no tasks of their own, and a product

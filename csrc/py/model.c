@@ -540,62 +540,73 @@ static void resolve_error(ModelObject *self, const char *name,
     Py_DECREF(label);
 }
 
-/* The model's inputs as the core reads them: a tuple of 2-D arrays of the
- * model's dtype with one row count (*N), the graph's widths resolved for
- * them. x is one array for a model of one input, a list or tuple of
- * arrays otherwise. */
-static PyObject *model_inputs(ModelObject *self, nn_module_state *st,
-                              PyObject *x, const char *name, size_t *N)
+/* Input j of x: x itself for a model of one input, else item j of the
+ * list or tuple x (borrowed), checked to be no symbolic tensor */
+static PyObject *input_item(ModelObject *self, PyObject *x, size_t j,
+                            const char *name)
+{
+    PyObject *o = self->g.n_inputs == 1 ? x : PySequence_Fast_GET_ITEM(x, j);
+    if (!PyArray_Check(o) && PyObject_HasAttrString(o, "_nnlayers_symbolic")) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s: got a symbolic tensor (%R); forward, predict and "
+                     "training take NumPy arrays (symbolic tensors build "
+                     "models: nl.Model(inputs, outputs))", name, o);
+        return NULL;
+    }
+    return o;
+}
+
+static void free_arrays(PyArrayObject **a, size_t n)
+{
+    size_t j;
+    for (j = 0; j < n; j++)
+        Py_CLEAR(a[j]);
+}
+
+/* The model's inputs as the core reads them into arrs[0..n_inputs) (new
+ * references): 2-D arrays of the model's dtype with one row count (*N),
+ * the graph's widths resolved for them. x is one array for a model of one
+ * input, a list or tuple of arrays otherwise. */
+static int model_inputs(ModelObject *self, nn_module_state *st, PyObject *x,
+                        const char *name, size_t *N, PyArrayObject **arrs)
 {
     size_t I = self->g.n_inputs, j, w[64], bad = 0, bad_in = 0, got = 0;
-    PyObject *items, *out = NULL;
+    PyObject *seq = NULL;
     nn_status s;
-    if (I == 1) {
-        items = PyTuple_Pack(1, x);
-    } else {
+    for (j = 0; j < I; j++)
+        arrs[j] = NULL;
+    if (I > 1) {
         if (!PyList_Check(x) && !PyTuple_Check(x)) {
             PyErr_Format(PyExc_TypeError,
                          "%s: this model has %zu inputs, so it takes a list "
                          "of %zu arrays, got %.100s", name, I, I,
                          Py_TYPE(x)->tp_name);
-            return NULL;
+            return -1;
         }
-        items = PySequence_Tuple(x);
-        if (items && (size_t)PyTuple_GET_SIZE(items) != I) {
+        if ((size_t)PySequence_Fast_GET_SIZE(x) != I) {
             PyErr_Format(PyExc_ValueError,
                          "%s: this model has %zu inputs, got a list of %zd "
-                         "arrays", name, I, PyTuple_GET_SIZE(items));
-            Py_CLEAR(items);
+                         "arrays", name, I, PySequence_Fast_GET_SIZE(x));
+            return -1;
         }
+        seq = x;
     }
-    if (!items)
-        return NULL;
-    out = PyTuple_New((Py_ssize_t)I);
-    if (!out)
-        goto fail;
     for (j = 0; j < I; j++) {
-        PyObject *o = PyTuple_GET_ITEM(items, j);
-        PyArrayObject *a;
-        if (PyObject_HasAttrString(o, "_nnlayers_symbolic")) {
-            PyErr_Format(PyExc_TypeError,
-                         "%s: got a symbolic tensor (%R); forward, predict "
-                         "and training take NumPy arrays (symbolic tensors "
-                         "build models: nl.Model(inputs, outputs))", name, o);
+        PyObject *o = input_item(self, seq ? seq : x, j, name);
+        if (!o)
             goto fail;
-        }
-        a = nn_as_input(o, self->dtype, name, 2);
-        if (!a)
+        arrs[j] = nn_as_input(o, self->dtype, name, 2);
+        if (!arrs[j])
             goto fail;
-        PyTuple_SET_ITEM(out, j, (PyObject *)a);
-        if (j > 0 && (size_t)PyArray_DIM(a, 0) != *N) {
+        if (j > 0 && (size_t)PyArray_DIM(arrs[j], 0) != *N) {
             PyErr_Format(PyExc_ValueError,
                          "%s: input %zu has %zd rows but input 0 has %zu; "
                          "every input has one row per sample", name, j,
-                         PyArray_DIM(a, 0), *N);
+                         PyArray_DIM(arrs[j], 0), *N);
             goto fail;
         }
-        *N = (size_t)PyArray_DIM(a, 0);
-        w[j] = (size_t)PyArray_DIM(a, 1);
+        *N = (size_t)PyArray_DIM(arrs[j], 0);
+        w[j] = (size_t)PyArray_DIM(arrs[j], 1);
     }
     /* new widths change the plan every call reads: not while others run */
     if (self->g.resolved) {
@@ -617,19 +628,17 @@ static PyObject *model_inputs(ModelObject *self, nn_module_state *st,
         resolve_error(self, name, w, bad, bad_in, got);
         goto fail;
     }
-    Py_DECREF(items);
-    return out;
+    return 0;
 fail:
-    Py_XDECREF(items);
-    Py_XDECREF(out);
-    return NULL;
+    free_arrays(arrs, I);
+    return -1;
 }
 
-static void input_pointers(PyObject *arrays, const void **p)
+static void input_pointers(PyArrayObject **arrs, size_t n, const void **p)
 {
-    Py_ssize_t j;
-    for (j = 0; j < PyTuple_GET_SIZE(arrays); j++)
-        p[j] = PyArray_DATA((PyArrayObject *)PyTuple_GET_ITEM(arrays, j));
+    size_t j;
+    for (j = 0; j < n; j++)
+        p[j] = PyArray_DATA(arrs[j]);
 }
 
 /* One array for a model of one output (or input), a list otherwise */
@@ -645,18 +654,20 @@ static PyObject *one_or_list(PyObject *tuple, size_t n)
 static PyObject *run_forward(ModelObject *self, PyObject *x, int keep)
 {
     nn_module_state *st = nn_state_of_type(Py_TYPE(self));
-    PyObject *inputs = NULL, *outs = NULL, *result = NULL;
+    PyObject *outs = NULL, *result = NULL;
+    PyArrayObject *arrs[64];
     const void *xp[64];
     void *op[64];
     nn_ws *ws = NULL;
     nn_run run;
-    size_t N = 0, j;
+    size_t N = 0, j, I = self->g.n_inputs;
     nn_status s;
     if (!st || claim_model(st, self, 0) < 0)
         return NULL;
-    inputs = model_inputs(self, st, x, "x", &N);
-    if (!inputs)
-        goto exit;
+    if (model_inputs(self, st, x, "x", &N, arrs) < 0) {
+        release_model(self, 0);
+        return NULL;
+    }
     outs = PyTuple_New((Py_ssize_t)self->g.n_outputs);
     if (!outs)
         goto exit;
@@ -672,7 +683,7 @@ static PyObject *run_forward(ModelObject *self, PyObject *x, int keep)
     ws = take_workspace(self);
     if (!ws)
         goto exit;
-    input_pointers(inputs, xp);
+    input_pointers(arrs, I, xp);
     run = self->run;
     run.training = keep ? self->run.training : 0;
     Py_BEGIN_ALLOW_THREADS
@@ -683,15 +694,20 @@ static PyObject *run_forward(ModelObject *self, PyObject *x, int keep)
         goto exit;
     }
     if (keep) {   /* this forward is the one a backward follows */
+        PyObject *kept = PyTuple_New((Py_ssize_t)I);
+        if (!kept)
+            goto exit;
+        for (j = 0; j < I; j++)
+            PyTuple_SET_ITEM(kept, j, Py_NewRef(arrs[j]));
         drop_saved(self);
         self->saved_ws = ws;
-        self->saved_inputs = Py_NewRef(inputs);
+        self->saved_inputs = kept;
         ws = NULL;
     }
     result = one_or_list(outs, self->g.n_outputs);
 exit:
     give_back_workspace(self, ws);
-    Py_XDECREF(inputs);
+    free_arrays(arrs, I);
     Py_XDECREF(outs);
     release_model(self, 0);
     return result;
@@ -911,7 +927,6 @@ static OptimizerObject *claim_optimizer(ModelObject *self, nn_module_state *st,
                                         PyObject *opt_o)
 {
     OptimizerObject *opt = (OptimizerObject *)opt_o;
-    Py_ssize_t i, j, shared = 0;
     if (!PyObject_TypeCheck(opt_o, st->OptimizerType)) {
         PyErr_Format(PyExc_TypeError,
                      "optimizer must be an nnlayers optimizer (e.g. "
@@ -929,17 +944,6 @@ static OptimizerObject *claim_optimizer(ModelObject *self, nn_module_state *st,
                         "optimizer and model have different dtypes");
         return NULL;
     }
-    for (i = 0; i < PyTuple_GET_SIZE(opt->layers); i++)
-        for (j = 0; j < N_LAYERS(self); j++)
-            shared += PyTuple_GET_ITEM(opt->layers, i) ==
-                      PyTuple_GET_ITEM(self->layers, j);
-    if (shared == 0 && ((BufferObject *)self->pbuf)->nbytes > 0) {
-        PyErr_SetString(PyExc_ValueError,
-                        "optimizer holds none of this model's layers; make "
-                        "it with an nnlayers optimizer over this model, e.g. "
-                        "nnlayers.SGD(model, lr=...)");
-        return NULL;
-    }
     if (nn_claim(st, &opt->busy, "the optimizer") < 0)
         return NULL;
     return opt;
@@ -947,7 +951,7 @@ static OptimizerObject *claim_optimizer(ModelObject *self, nn_module_state *st,
 
 /* Everything a training call needs, checked before anything changes */
 typedef struct {
-    PyObject *inputs;                  /* tuple of arrays */
+    PyArrayObject *inputs[64];         /* the model's inputs */
     PyArrayObject *labels[64], *dense[64];
     nn_loss_kind kinds[64];
     double weights[64];
@@ -962,8 +966,8 @@ typedef struct {
 static void train_args_free(ModelObject *self, train_args *a)
 {
     size_t j;
-    Py_CLEAR(a->inputs);
-    for (j = 0; j < 64; j++) {
+    free_arrays(a->inputs, self->g.n_inputs);
+    for (j = 0; j < self->g.n_outputs; j++) {
         Py_CLEAR(a->labels[j]);
         Py_CLEAR(a->dense[j]);
     }
@@ -980,14 +984,17 @@ static int train_args_prepare(ModelObject *self, nn_module_state *st,
                               const char *yname)
 {
     size_t j;
-    memset(a, 0, sizeof *a);
+    a->opt = NULL;
+    for (j = 0; j < self->g.n_inputs; j++)
+        a->inputs[j] = NULL;
+    for (j = 0; j < self->g.n_outputs; j++)
+        a->labels[j] = a->dense[j] = NULL;
     if (parse_losses(self, st, loss, weights, a->kinds, a->weights) < 0)
         return -1;
     a->opt = claim_optimizer(self, st, opt);
     if (!a->opt)
         return -1;
-    a->inputs = model_inputs(self, st, x, xname, &a->N);
-    if (!a->inputs)
+    if (model_inputs(self, st, x, xname, &a->N, a->inputs) < 0)
         return -1;
     if (prepare_targets(self, y, a->N, a->kinds, yname, a->labels,
                         a->dense) < 0)
@@ -998,7 +1005,14 @@ static int train_args_prepare(ModelObject *self, nn_module_state *st,
         PyErr_NoMemory();
         return -1;
     }
-    input_pointers(a->inputs, a->xp);
+    if (self->map.n_mapped == 0 && ((BufferObject *)self->pbuf)->nbytes > 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "optimizer holds none of this model's layers; make "
+                        "it with an nnlayers optimizer over this model, e.g. "
+                        "nnlayers.SGD(model, lr=...)");
+        return -1;
+    }
+    input_pointers(a->inputs, self->g.n_inputs, a->xp);
     for (j = 0; j < self->g.n_outputs; j++) {
         a->lp[j] = a->labels[j] ? PyArray_DATA(a->labels[j]) : NULL;
         a->tp[j] = a->dense[j] ? PyArray_DATA(a->dense[j]) : NULL;
@@ -1019,7 +1033,6 @@ static PyObject *Model_train_step(ModelObject *self, PyObject *const *args,
     nn_module_state *st = nn_state_of_type(Py_TYPE(self));
     PyObject *a[4], *result = NULL;
     double sums[64];
-    size_t correct[64];
     nn_step_result res;
     train_args ta;
     nn_status s;
@@ -1038,7 +1051,7 @@ static PyObject *Model_train_step(ModelObject *self, PyObject *const *args,
     drop_saved(self);
     res.loss = 0;
     res.loss_sum = sums;
-    res.correct = correct;
+    res.correct = NULL;   /* train_step reports the loss only */
     self->run.training = 1;
     Py_BEGIN_ALLOW_THREADS
     s = nn_graph_train_step(&self->g, &self->train_ws, &self->run,
@@ -1157,7 +1170,9 @@ static PyObject *Model_fit_epoch(ModelObject *self, PyObject *args,
     train_args ta;
     fit_ctx ctx;
     nn_status s;
-    memset(&ta, 0, sizeof ta);
+    ta.opt = NULL;
+    for (j = 0; j < 64; j++)
+        ta.inputs[j] = ta.labels[j] = ta.dense[j] = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOn|OOdO:_fit_epoch",
                                      kwlist, &X, &y, &loss_o, &opt_o, &batch,
                                      &order_o, &progress, &interval,
@@ -1340,6 +1355,12 @@ static PyObject *Model_get_widths(ModelObject *self, void *c)
     return t;
 }
 
+static PyObject *Model_get_users(ModelObject *self, void *c)
+{
+    (void)c;
+    return Py_BuildValue("(ii)", self->users.readers, self->users.writer);
+}
+
 static PyObject *Model_get_seed(ModelObject *self, void *c)
 {
     (void)c;
@@ -1427,6 +1448,8 @@ static PyGetSetDef Model_getset[] = {
      "widths of the inputs (None where any width is taken)", NULL},
     {"_widths", (getter)Model_get_widths, NULL,
      "widths of every value (inputs, then nodes), None before known", NULL},
+    {"_users", (getter)Model_get_users, NULL,
+     "(calls reading, calls writing) running now (a test hook)", NULL},
     {"seed", (getter)Model_get_seed, (setter)Model_set_seed,
      "seed of the model's random generator (Dropout masks)", NULL},
     {"_step", (getter)Model_get_step, (setter)Model_set_step,
