@@ -369,6 +369,37 @@ class Model(_core.Model):
         return ParamDict({f"{n}.{k}": v for n, layer in self._named_leaves()
                           for k, v in layer.params.items()}, self, "parameters")
 
+    def named_parameters(self):
+        """(name, view) pairs of every parameter, as torch's: the names of
+        ``parameters()``. The views can form optimizer parameter groups::
+
+            decay = [p for n, p in model.named_parameters() if n.endswith(".W")]
+        """
+        return list(self.parameters().items())
+
+    def get_weights(self):
+        """Copies of every parameter and buffer, in a fixed order (Keras's
+        ``get_weights``): what ``set_weights`` takes back."""
+        return [np.array(v) for v in self.parameters().values()] + \
+            [np.array(v) for v in self.buffers().values()]
+
+    def set_weights(self, weights):
+        """Copy arrays from ``get_weights()`` (same order and shapes) into
+        the model. Every shape is checked before anything is written."""
+        views = list(self.parameters().values()) + list(self.buffers().values())
+        weights = list(weights)
+        if len(weights) != len(views):
+            raise ValueError(f"set_weights: the model has {len(views)} arrays, got "
+                             f"{len(weights)}")
+        arrays = [np.asarray(w) for w in weights]
+        for i, (a, v) in enumerate(zip(arrays, views)):
+            if a.shape != v.shape:
+                raise ValueError(f"set_weights: array {i} has shape {a.shape}, the model's "
+                                 f"has {v.shape}")
+        self._check_idle()
+        for a, v in zip(arrays, views):
+            np.copyto(v, a, casting="unsafe")
+
     def gradients(self):
         """Gradients by the same names as ``parameters()``."""
         return ParamDict({f"{n}.{k}": v for n, layer in self._named_leaves()
