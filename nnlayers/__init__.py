@@ -27,6 +27,7 @@ from .layers import (Add, Average, Concatenate, Cos, Identity, Input, Layer,  # 
 from .losses import MSE, NLL, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy  # noqa: E402
 from .model import History, Model, Sequential  # noqa: E402
 from .optim import SGD, Optimizer  # noqa: E402
+from . import callbacks, metrics  # noqa: E402
 
 from ._version import __version__  # noqa: E402
 
@@ -37,5 +38,5 @@ __all__ = [
     "Loss", "SoftmaxCrossEntropy", "BinaryCrossEntropy", "MSE", "NLL", "Optimizer", "SGD",
     "gradcheck", "GradcheckError", "GradcheckResult", "load",
     "show_config", "blas_info", "get_num_threads", "set_num_threads",
-    "NNLayersError", "NonFiniteLossError", "ConcurrentUseError",
+    "NNLayersError", "NonFiniteLossError", "ConcurrentUseError", "callbacks", "metrics",
 ]

@@ -48,11 +48,15 @@ class GradcheckResult:
 
     ok:            every compared value passed
                    ``|a - n| <= atol + rtol * max(|a|, |n|)``.
-    max_rel_error: the largest entry of ``errors``.
+    max_rel_error: the largest entry of ``errors`` (None entries aside).
     errors:        array name ("x", then parameter names such as "W" or
                    "0.W") -> worst relative error ``|a - n| / max(|a|, |n|)``
                    over its values whose absolute difference exceeds atol
                    (0.0 when there is none). ``inf`` for NaN/Inf values.
+                   None when every value of the array, analytic and
+                   numeric, is within atol of zero: nothing was compared
+                   relatively (shown as "below atol", never as an error of
+                   0 that would look like a perfect match).
     worst:         name of the worst array (a failing one, if any fails).
     """
 
@@ -62,9 +66,13 @@ class GradcheckResult:
     worst: str = ""
 
     def __repr__(self):
-        errs = ", ".join(f"{k!r}: {v:.3g}" for k, v in self.errors.items())
         return (f"GradcheckResult(ok={self.ok}, max_rel_error={self.max_rel_error:.3g}, "
-                f"worst={self.worst!r}, errors={{{errs}}})")
+                f"worst={self.worst!r}, errors={{{_errors_text(self.errors)}}})")
+
+
+def _errors_text(errors):
+    return ", ".join(f"{k!r}: " + ("below atol" if v is None else f"{v:.3g}")
+                     for k, v in errors.items())
 
 
 class _ArrayReport:
@@ -74,6 +82,7 @@ class _ArrayReport:
         self.rtol, self.atol = rtol, atol
         self.ok = True
         self.error = 0.0
+        self.compared = 0        # values of magnitude above atol
         self.where = None        # (label, analytic, numeric) of the worst value
         self.fail_where = None   # same, for the worst failing value
 
@@ -81,6 +90,7 @@ class _ArrayReport:
         a, n = float(a), float(n)
         diff = abs(a - n)
         scale = max(abs(a), abs(n))
+        self.compared += not scale <= self.atol
         passed = diff <= self.atol + self.rtol * scale      # False for NaN
         if not np.isfinite(a) or not np.isfinite(n):
             rel, passed = float("inf"), False
@@ -122,7 +132,7 @@ def _trainable_names(f, kind, names):
 
 
 def _param_views(f, kind):
-    if kind == "loss":
+    if kind in ("loss", "function"):
         return {}, {}
     if kind in ("model", "model+loss"):
         return dict(f.parameters()), dict(f.gradients())
@@ -133,9 +143,29 @@ def _as_list(v):
     return list(v) if isinstance(v, (list, tuple)) else [v]
 
 
-def gradcheck(f, x, target=None, eps=1e-6, rtol=1e-6, atol=1e-9, seed=0,
+def _dtype_of(f, xs):
+    """The float dtype the check runs in: f's, else the inputs'."""
+    d = getattr(f, "dtype", None)
+    if d is not None and not callable(d):
+        return np.dtype(d)
+    return np.result_type(*[x.dtype for x in xs])
+
+
+def _refuse_float32(f, dtype):
+    name = type(f).__name__
+    fix = ("nl.gradcheck(model.astype(np.float64), x.astype(np.float64))"
+           if hasattr(f, "astype") else
+           f"a float64 {name} (dtype=np.float64) and x.astype(np.float64)")
+    raise ValueError(
+        f"gradcheck: {name} computes in float32, whose ~7 significant digits cannot "
+        f"resolve central differences (relative errors near 1 would look like a wrong "
+        f"gradient). Check a float64 copy instead: {fix}; or pass rtol= and atol= to "
+        f"run in float32 all the same")
+
+
+def gradcheck(f, x, target=None, eps=1e-6, rtol=None, atol=None, seed=0,
               max_elements=512, n_directions=8, raise_exception=True, loss=None,
-              loss_weights=None):
+              loss_weights=None, vjp=None):
     """Check ``f``'s analytic gradients against central finite differences.
 
     Parameters
@@ -156,13 +186,20 @@ def gradcheck(f, x, target=None, eps=1e-6, rtol=1e-6, atol=1e-9, seed=0,
         Check the model ``f`` with its losses on ``target``.
     loss_weights : list of float, optional
         Weights of the losses (default all 1).
+    vjp : callable, optional
+        Makes ``f`` a plain function ``f(x) -> array``: ``vjp(x, r)``
+        returns the gradient of ``sum(r * f(x))`` with respect to x (the
+        vector-Jacobian product to check).
     eps : float
         Finite-difference step. Per-element differences divide by the step
         actually stored, ``(v + eps) - (v - eps)`` after rounding to the
         array's dtype.
     rtol, atol : float
         A value passes when ``|a - n| <= atol + rtol * max(|a|, |n|)``
-        (a analytic, n numeric).
+        (a analytic, n numeric). Default 1e-6 and 1e-9, for float64: a
+        float32 ``f`` or ``x`` with the defaults raises ValueError saying
+        how to check a float64 copy (float32 cannot pass a finite-
+        difference check); give both to run in float32 anyway.
     seed : int
         Seeds the probe ``r`` and the random directions.
     max_elements : int
@@ -190,7 +227,9 @@ def gradcheck(f, x, target=None, eps=1e-6, rtol=1e-6, atol=1e-9, seed=0,
     ``backward`` pass at the unperturbed point), and its last forward was
     one of the finite-difference evaluations.
     """
-    kind = _model_kind(f, target, loss)
+    kind = "function" if vjp is not None else _model_kind(f, target, loss)
+    if kind == "function" and not callable(f):
+        raise TypeError(f"gradcheck(f, x, vjp=...): f must be callable, got {type(f).__name__}")
     rng = np.random.default_rng(seed)
 
     multi_in = isinstance(x, (list, tuple))
@@ -204,6 +243,10 @@ def gradcheck(f, x, target=None, eps=1e-6, rtol=1e-6, atol=1e-9, seed=0,
         xs.append(xw)
     x_arg = xs if multi_in else xs[0]
     x_names = [f"x[{i}]" for i in range(len(xs))] if multi_in else ["x"]
+    if rtol is None and atol is None and _dtype_of(f, xs) == np.float32:
+        _refuse_float32(f, np.float32)
+    rtol = 1e-6 if rtol is None else rtol
+    atol = 1e-9 if atol is None else atol
 
     params, grads = _param_views(f, kind)
     names = _trainable_names(f, kind, params)
@@ -223,6 +266,11 @@ def gradcheck(f, x, target=None, eps=1e-6, rtol=1e-6, atol=1e-9, seed=0,
     if kind == "loss":
         f.forward(x_arg, target)
         gxs = [np.asarray(f.backward(), dtype=np.float64)]
+    elif kind == "function":
+        y = np.asarray(f(x_arg))
+        r = [rng.standard_normal(y.shape).astype(y.dtype if y.dtype.kind == "f" else
+                                                  np.float64)]
+        gxs = [np.asarray(g, dtype=np.float64) for g in _as_list(vjp(x_arg, r[0]))]
     else:
         if hasattr(f, "zero_grad"):
             f.zero_grad()
@@ -258,6 +306,8 @@ def gradcheck(f, x, target=None, eps=1e-6, rtol=1e-6, atol=1e-9, seed=0,
     def value():
         if kind == "loss":
             return float(f.forward(x_arg, target))
+        if kind == "function":
+            return [np.asarray(f(x_arg), dtype=np.float64).copy()]
         outs = _as_list(f.forward(x_arg))
         if kind == "model+loss":
             total = 0.0
@@ -317,12 +367,12 @@ def gradcheck(f, x, target=None, eps=1e-6, rtol=1e-6, atol=1e-9, seed=0,
         reports[k] = check(k, params[k], analytic[k])
 
     # ---- summary -------------------------------------------------------
-    errors = {k: float(rep.error) for k, rep in reports.items()}
+    errors = {k: float(rep.error) if rep.compared else None for k, rep in reports.items()}
     ok = all(rep.ok for rep in reports.values())
     failing = {k: rep.fail_where[0] for k, rep in reports.items() if not rep.ok}
-    pool = failing if failing else errors
+    pool = failing if failing else {k: v for k, v in errors.items() if v is not None}
     worst = max(pool, key=lambda k: pool[k]) if pool else x_names[0]
-    max_rel = max(errors.values()) if errors else 0.0
+    max_rel = max([v for v in errors.values() if v is not None], default=0.0)
     result = GradcheckResult(ok=ok, max_rel_error=max_rel, errors=errors, worst=worst)
 
     if not ok and raise_exception:
@@ -331,6 +381,5 @@ def gradcheck(f, x, target=None, eps=1e-6, rtol=1e-6, atol=1e-9, seed=0,
             f"gradcheck failed for {worst!r}: relative error {rel:.3g} at {label} "
             f"(analytic {a:.10g}, numeric {n:.10g}); tolerance "
             f"|a - n| <= atol + rtol * max(|a|, |n|) with rtol={rtol:g}, atol={atol:g}; "
-            f"all errors: {{" + ", ".join(f"{k!r}: {v:.3g}" for k, v in errors.items()) + "}",
-            result)
+            f"all errors: {{{_errors_text(errors)}}}", result)
     return result

@@ -74,15 +74,47 @@ def to_archive(model):
         for k, v in layer.buffers.items():
             arrays[f"{i}.{k}"] = np.array(v)
     arch = {"format": FORMAT, "version": VERSION, "dtype": str(np.dtype(model.dtype)),
-            "objects": objects, "root": ids[id(model)]}
+            "objects": objects, "root": ids[id(model)],
+            "run": {"seed": int(model.seed), "step": int(model._step)}}
     return arch, arrays
 
 
-def save(model, path):
+def _optimizer_archive(optimizer, model, leaves):
+    """The optimizer as JSON (its class, groups, steps, clipping; each
+    parameter as [layer id, tensor name]) and its state arrays, named
+    "__optimizer__.<segment>.<state name>"."""
+    ids = {id(layer): i for i, layer in enumerate(leaves)}
+    sd = optimizer.state_dict()
+    segments = optimizer._segments
+    for layer, _, _ in segments:
+        if id(layer) not in ids:
+            raise ValueError(f"save(optimizer=...): the optimizer updates {layer!r}, which is "
+                             f"not in this model; save it with the model it trains")
+    groups = []
+    for g in sd["param_groups"]:
+        g = {k: v for k, v in g.items() if k != "params"}
+        g["params"] = []
+        groups.append(g)
+    for k, (layer, tensor, group) in enumerate(segments):
+        groups[group]["params"].append([ids[id(layer)], tensor])
+    meta = {"class": type(optimizer).__name__, "groups": groups,
+            **{k: v for k, v in sd.items() if k not in ("state", "param_groups")}}
+    arrays = {f"__optimizer__.{k}.{name}": np.array(a)
+              for k, st in sd["state"].items() for name, a in st.items()}
+    return meta, arrays
+
+
+def save(model, path, optimizer=None):
     """Write ``model`` to ``path`` (.npz): its tensors as float arrays
     named ``"<object id>.<name>"`` and the graph as JSON in
-    ``"__architecture__"``."""
+    ``"__architecture__"``; with ``optimizer``, its hyperparameters and
+    state too, so that ``nl.load`` gives back both (``model.optimizer``)
+    and training resumes exactly."""
     arch, arrays = to_archive(model)
+    if optimizer is not None:
+        meta, opt_arrays = _optimizer_archive(optimizer, model, _collect(model)[0])
+        arch["optimizer"] = meta
+        arrays.update(opt_arrays)
     arrays["__architecture__"] = np.array(json.dumps(arch))
     with open(path, "wb") as f:
         np.savez(f, **arrays)
@@ -190,8 +222,12 @@ def _build(arch, arrays, shapes_of):
         if entry["type"] == "layer":
             for k, shape in _expected_tensors(entry.get("class"), entry.get("config")).items():
                 expected[f"{i}.{k}"] = shape
-    if set(expected) != set(arrays):
-        raise _Bad(f"tensors {sorted(arrays)} do not match the architecture's {sorted(expected)}")
+    opt_names = {n for n in arrays if n.startswith("__optimizer__.")}
+    tensors = set(arrays) - opt_names
+    if tensors != set(expected):
+        raise _Bad(f"tensors {sorted(tensors)} do not match the architecture's {sorted(expected)}")
+    if opt_names and "optimizer" not in arch:
+        raise _Bad("optimizer state without an optimizer in the architecture")
     for name, shape in expected.items():
         a_shape, a_dtype = shapes_of(name)
         if a_shape != shape:
@@ -227,9 +263,70 @@ def _build(arch, arrays, shapes_of):
                                           names if isinstance(names, list) else None)
         except (TypeError, ValueError, KeyError) as e:
             raise _Bad(f"object {i}: {e}") from None
-    if not isinstance(built[root], Model):
+    model = built[root]
+    if not isinstance(model, Model):
         raise _Bad("the root object is not a model")
-    return built[root]
+    _restore_run(model, arch.get("run"))
+    model.optimizer = None
+    if "optimizer" in arch:
+        model.optimizer = _build_optimizer(arch["optimizer"], built, arrays, opt_names)
+    return model
+
+
+def _restore_run(model, run):
+    """The model's generator seed and step count (random layers' masks)."""
+    if run is None:
+        return
+    if not (isinstance(run, dict) and all(isinstance(run.get(k), int) and run[k] >= 0
+                                          for k in ("seed", "step"))):
+        raise _Bad(f"run must be {{'seed': int, 'step': int}}, got {run!r}")
+    model.seed, model._step = run["seed"], run["step"]
+
+
+def _build_optimizer(meta, built, arrays, names):
+    """The saved optimizer over the loaded layers, its hyperparameters,
+    steps and state restored exactly (by its load_state_dict, which checks
+    every shape before changing anything)."""
+    from . import optim
+
+    classes = {c.__name__: c for c in optim.OPTIMIZERS}
+    if not isinstance(meta, dict) or meta.get("class") not in classes:
+        raise _Bad(f"unknown optimizer {meta.get('class') if isinstance(meta, dict) else meta!r}")
+    groups = meta.get("groups")
+    if not isinstance(groups, list) or not groups:
+        raise _Bad("the optimizer has no parameter groups")
+    param_groups, sd_groups, k = [], [], 0
+    for g in groups:
+        refs = g.get("params") if isinstance(g, dict) else None
+        if not isinstance(refs, list) or not refs:
+            raise _Bad("an optimizer group lists no parameters")
+        views = []
+        for ref in refs:
+            if not (isinstance(ref, list) and len(ref) == 2 and ref[0] in built
+                    and isinstance(ref[1], int) and not isinstance(built[ref[0]], type)
+                    and hasattr(built[ref[0]], "params")
+                    and 0 <= ref[1] < len(built[ref[0]].params)):
+                raise _Bad(f"an optimizer parameter {ref!r} is no layer's tensor")
+            layer = built[ref[0]]
+            views.append(list(layer.params.values())[ref[1]])
+        param_groups.append({"params": views})
+        sd_groups.append({**{a: b for a, b in g.items() if a != "params"},
+                          "params": list(range(k, k + len(views)))})
+        k += len(views)
+    state = {}
+    for name in names:
+        _, seg, key = name.split(".", 2)
+        if not seg.isdigit():
+            raise _Bad(f"optimizer entry {name!r} names no segment")
+        state.setdefault(int(seg), {})[key] = arrays[name]
+    sd = {**{a: b for a, b in meta.items() if a not in ("class", "groups")},
+          "state": state, "param_groups": sd_groups}
+    try:
+        opt = classes[meta["class"]]._from_groups(param_groups)
+        opt.load_state_dict(sd)
+    except (TypeError, ValueError, KeyError) as e:
+        raise _Bad(f"optimizer: {e}") from None
+    return opt
 
 
 def _rebuild(arch, arrays):

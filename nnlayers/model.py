@@ -49,6 +49,105 @@ class History:
         return f"History(epochs={len(self.epoch)}, last={last})"
 
 
+def _check_epochs(epochs, initial_epoch):
+    for name, v in (("epochs", epochs), ("initial_epoch", initial_epoch)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must be an int >= 0, got {type(v).__name__}")
+        if v < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+    if initial_epoch > epochs:
+        raise ValueError(f"initial_epoch ({initial_epoch}) is past epochs ({epochs}): fit trains "
+                         f"epochs initial_epoch .. epochs - 1")
+    return int(epochs), int(initial_epoch)
+
+
+def _callback_list(callbacks):
+    """The callbacks, checked, with a TerminateOnNaN unless one is given."""
+    from .callbacks import Callback, TerminateOnNaN
+
+    cbs = list(callbacks or [])
+    for i, cb in enumerate(cbs):
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks[{i}] is {type(cb).__name__}, not an "
+                            f"nnlayers.callbacks.Callback")
+    if not any(isinstance(cb, TerminateOnNaN) for cb in cbs):
+        cbs.append(TerminateOnNaN())
+    return cbs
+
+
+def _nan_callback(cbs):
+    from .callbacks import TerminateOnNaN
+
+    return next(cb for cb in cbs if isinstance(cb, TerminateOnNaN))
+
+
+def _batch_caller(cbs):
+    """on_batch(batch, rows, loss) for the C loop: every per-batch callback."""
+    def on_batch(batch, rows, loss):
+        logs = {"batch": batch, "size": rows, "loss": loss}
+        for cb in cbs:
+            cb.on_batch_end(batch, logs)
+    return on_batch
+
+
+def _validation_pair(validation_data, validation_split):
+    if not isinstance(validation_split, numbers.Real) or isinstance(validation_split, bool) \
+            or not 0.0 <= validation_split < 1.0:
+        raise ValueError(f"validation_split must be a float in [0, 1), got {validation_split!r}")
+    if validation_data is None:
+        return None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise ValueError("validation_data must be a pair (X_val, y_val)")
+    return tuple(validation_data)
+
+
+def _row_weights(sample_weight, class_weight, ys, n, dtype, multi_out):
+    """Per-row loss weights from sample_weight and class_weight, or None."""
+    w = None
+    if sample_weight is not None:
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if w.shape not in ((n,), (n, 1)):
+            raise ValueError(f"sample_weight must have one weight per row ({n}), got "
+                             f"shape {w.shape}")
+        w = w.reshape(n)
+    if class_weight is not None:
+        if multi_out:
+            raise ValueError("class_weight is for a model of one output; give sample_weight")
+        labels = np.asarray(ys[0])
+        if labels.ndim == 2 and labels.shape[1] == 1:
+            labels = labels[:, 0]
+        if labels.ndim != 1:
+            raise ValueError("class_weight needs class-id targets y of shape (n,)")
+        labels = labels.astype(np.int64)
+        if isinstance(class_weight, str):
+            if class_weight != "balanced":
+                raise ValueError(f"class_weight must be a dict or 'balanced', got "
+                                 f"{class_weight!r}")
+            classes, counts = np.unique(labels, return_counts=True)
+            table = dict(zip(classes.tolist(), (n / (len(classes) * counts)).tolist()))
+        elif isinstance(class_weight, dict):
+            table = {int(k): float(v) for k, v in class_weight.items()}
+        else:
+            raise TypeError(f"class_weight must be a dict or 'balanced', got "
+                            f"{type(class_weight).__name__}")
+        cw = np.array([table.get(int(c), 1.0) for c in labels], dtype=np.float64)
+        w = cw if w is None else w * cw
+    return None if w is None else w.astype(dtype)
+
+
+def _per_step(schedule):
+    return schedule is not None and schedule.interval == "step"
+
+
+def _check_schedule(schedule, optimizer):
+    if not hasattr(schedule, "_peek") or not hasattr(schedule, "interval"):
+        raise TypeError(f"schedule must be an nnlayers.schedules schedule, got "
+                        f"{type(schedule).__name__}")
+    if schedule.optimizer is not optimizer:
+        raise ValueError("schedule is built on another optimizer than fit's: build it on "
+                         "the optimizer you pass to fit")
+
+
 def _check_positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -506,31 +605,35 @@ class Model(_core.Model):
                              f"got {len(weights)}")
         return weights
 
-    def evaluate(self, X, y, loss=None, batch_size=None, loss_weights=None):
+    def evaluate(self, X, y, loss=None, batch_size=None, loss_weights=None, metrics=None):
         """Loss (batch-averaged over all of X) and, for classification, the
-        accuracy: ``{"loss": float, "accuracy": float}``. A model of
-        several outputs also reports each output's "<name>_loss" (and
-        "<name>_accuracy"); "loss" is then the weighted sum."""
+        accuracy: ``{"loss": float, "accuracy": float}``, plus any
+        ``metrics`` asked for (names or callables, see ``nl.metrics``). A
+        model of several outputs also reports each output's "<name>_loss"
+        (and "<name>_accuracy", "<name>_<metric>"); "loss" is then the
+        weighted sum."""
+        from .metrics import resolve_metrics, value
+
         losses = self._losses(loss)
         weights = self._loss_weights(loss_weights)
+        metric_list = metrics if isinstance(metrics, list) and all(
+            hasattr(m, "fn") for m in metrics) else resolve_metrics(metrics)
         preds = self.predict(X, batch_size=batch_size)
         preds = preds if self._multi_out else [preds]
         ys = self._targets_list(y)
         out, total = {}, 0.0
         for j, (p, t, lf) in enumerate(zip(preds, ys, losses)):
-            value = lf.forward(p, t)
+            prefix = f"{self._output_names[j]}_" if self._multi_out else ""
+            v = lf.forward(p, t)
             lf.backward()  # release the gradient held for backward
-            total += weights[j] * value
-            acc = lf._correct(p, t) / p.shape[0] if lf.is_classification and p.shape[0] else None
-            if self._multi_out:
-                name = self._output_names[j]
-                out[f"{name}_loss"] = value
-                if acc is not None:
-                    out[f"{name}_accuracy"] = acc
-            else:
-                out["loss"] = value
-                if lf.is_classification:
-                    out["accuracy"] = acc if acc is not None else float("nan")
+            total += weights[j] * v
+            out[prefix + "loss"] = v
+            if lf.is_classification:
+                out[prefix + "accuracy"] = lf._correct(p, t) / p.shape[0] if p.shape[0] \
+                    else float("nan")
+            for m in metric_list:
+                if m.name != "accuracy":
+                    out[prefix + m.name] = value(m, lf, p, t)
         if self._multi_out:
             out = {"loss": total, **out}
         return out
@@ -543,91 +646,169 @@ class Model(_core.Model):
             raise ValueError(f"y: this model has {n} outputs, so it takes a list of {n} targets")
         return list(y)
 
-    def fit(self, X, y, loss=None, optimizer=None, epochs=1, batch_size=32,
-            shuffle=True, seed=None, validation_data=None, verbose=1, loss_weights=None):
+    def fit(self, X, y, loss=None, optimizer=None, epochs=1, batch_size=32, shuffle=True,
+            seed=None, validation_data=None, verbose=1, loss_weights=None, callbacks=None,
+            validation_split=0.0, sample_weight=None, class_weight=None, initial_epoch=0,
+            metrics=None, schedule=None):
         """Train with minibatches; returns a :class:`History`.
 
         Each epoch's loop over minibatches runs in C with the GIL released;
-        Python is entered only between epochs and, a few times a second, to
-        draw progress and check for Ctrl-C (which stops within one batch and
+        Python is entered between epochs and, a few times a second, to draw
+        progress and check for Ctrl-C (which stops within one batch and
         raises KeyboardInterrupt, leaving the model consistent: every batch
-        is applied whole or not at all). A NaN/Inf loss stops training with
-        NonFiniteLossError naming the epoch and batch; that batch's update
-        is not applied.
+        is applied whole or not at all). Everything is checked before the
+        first update: the data, the targets, validation_data, and X and the
+        validation inputs for NaN or infinity (naming the first bad row).
 
         Parameters
         ----------
         X : array (n, in), or a list of arrays for several inputs
-        y : labels (n,) or targets (n, C), or a list (one per output)
+        y : labels (n,) or (n, 1), or targets (n, C); a list, one per output
         loss : an nnlayers loss (default SoftmaxCrossEntropy), or one per output
-        optimizer : an nnlayers optimizer over this model (default SGD(lr=0.01))
-        epochs : int >= 0; batch_size : int >= 1 (a last partial batch is used)
-        shuffle : reshuffle every epoch with ``np.random.default_rng(seed)``
-        validation_data : (X_val, y_val) evaluated after each epoch
+        optimizer : an nnlayers optimizer over this model (default SGD(lr=0.01));
+            ``model.optimizer`` is set to it
+        epochs : int >= 0, the epoch to end at; initial_epoch : the one to
+            start from (resuming: ``fit(..., initial_epoch=5, epochs=10)``)
+        batch_size : int >= 1 (a last partial batch is used)
+        shuffle : reshuffle every epoch; with an int ``seed`` epoch e's order
+            depends only on (seed, e), so a resumed fit shuffles as an
+            uninterrupted one would
+        validation_data : (X_val, y_val) evaluated after each epoch;
+        validation_split : float in [0, 1): the last fraction of the rows
+            (before shuffling, as Keras) held out as validation data instead
+        sample_weight : (n,) weights of the rows in the loss (finite, >= 0);
+        class_weight : {class id: weight} or "balanced" (n / (C * count of the
+            class), scikit-learn's rule), multiplied into sample_weight
+        metrics : names ("accuracy", "mse", "mae", "binary_accuracy",
+            "top_k_accuracy") and callables ``f(y_true, y_pred) -> float``,
+            logged per epoch (and with a "val_" prefix on validation data)
+        callbacks : nnlayers.callbacks objects (a TerminateOnNaN is added
+            unless one is given: a non-finite loss raises NonFiniteLossError
+            naming the epoch and batch, that batch's update not applied)
+        schedule : a learning-rate schedule on the optimizer
+            (``nl.schedules``); an "epoch" schedule steps after each epoch,
+            a "step" one before each batch, inside the C loop
         verbose : 0 silent, 1 a progress bar per epoch, 2 one line per epoch
         loss_weights : one weight per output (a list, or a dict by output
             name); the loss minimised is the weighted sum, as in Keras
         """
+        from . import callbacks as cbm
+        from .metrics import resolve_metrics
+
         losses = self._losses(loss)
         weights = self._loss_weights(loss_weights)
         if optimizer is None:
             optimizer = SGD(self, lr=0.01)
-        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral):
-            raise TypeError(f"epochs must be an int >= 0, got {type(epochs).__name__}")
-        if epochs < 0:
-            raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+        epochs, initial_epoch = _check_epochs(epochs, initial_epoch)
         batch_size = _check_positive_int(batch_size, "batch_size")
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (X_val, y_val)")
+        cbs = _callback_list(callbacks)
+        metric_list = resolve_metrics(metrics)
         # converted once, by the same C check as forward; a matching array
         # is used in place
         xs = list(X) if self._multi_in and isinstance(X, (list, tuple)) else [X]
         xs = [_core.as_input(a, self.dtype, "X") for a in xs]
+        for a in xs:
+            _core.check_finite(a, "X")
         n = xs[0].shape[0]
-        if n == 0 and epochs > 0:
+        ys = self._targets_list(y)
+        val = _validation_pair(validation_data, validation_split)
+        if validation_split:
+            if validation_data is not None:
+                raise ValueError("give validation_data or validation_split, not both")
+            split = int(n * (1.0 - validation_split))
+            if split < 1 or split >= n:
+                raise ValueError(f"validation_split={validation_split} leaves "
+                                 f"{split} training and {n - split} validation rows of {n}")
+            val = ([a[split:] for a in xs], [np.asarray(t)[split:] for t in ys])
+            xs, ys, n = [a[:split] for a in xs], [np.asarray(t)[:split] for t in ys], split
+            val = (val[0] if self._multi_in else val[0][0], val[1] if self._multi_out
+                   else val[1][0])
+        w = _row_weights(sample_weight, class_weight, ys, n, self.dtype, self._multi_out)
+        if n == 0 and epochs > initial_epoch:
             raise ValueError("X has no rows: fit needs at least one sample")
-        X_arg = xs if self._multi_in else xs[0]
         loss_arg = losses if self._multi_out else losses[0]
-        rng = np.random.default_rng(seed)
+        X_arg, y_arg = (xs if self._multi_in else xs[0]), (ys if self._multi_out else ys[0])
+        if val is not None:   # checked now, not after the first epoch's updates
+            vx = list(val[0]) if self._multi_in else [val[0]]
+            self._check_data(vx if self._multi_in else vx[0], val[1], loss_arg,
+                             "validation_data X", "validation_data y")
+        if schedule is not None:
+            _check_schedule(schedule, optimizer)
         history = History({"epochs": epochs, "batch_size": batch_size, "samples": n})
         classify = [lf.is_classification for lf in losses]
-        for epoch in range(epochs):
-            order = rng.permutation(n).astype(np.int64) if shuffle else None
+        rng = np.random.default_rng(seed) if seed is None else None
+        n_batches = (n + batch_size - 1) // batch_size
+        per_batch = [cb for cb in cbs if cbm.wants_batches(cb)]
+        self.optimizer, self.stop_training = optimizer, False
+        for cb in cbs:
+            cb.set_model(self)
+            cb.on_train_begin({})
+        for epoch in range(initial_epoch, epochs):
+            if shuffle:
+                order = (rng if rng is not None else np.random.default_rng([seed, epoch])
+                         ).permutation(n).astype(np.int64)
+            else:
+                order = None
+            for cb in cbs:
+                cb.on_epoch_begin(epoch, {})
+            hyper = schedule._peek(n_batches) if _per_step(schedule) else None
             bar, progress = self._progress(verbose, epoch, epochs, n, classify[0])
+            on_batch = _batch_caller(per_batch) if per_batch else None
             t0 = time.perf_counter()
             try:
-                loss_sum, seen, stopped, sums, correct = self._fit_epoch(
-                    X_arg, y, loss_arg, optimizer, batch_size, order=order,
-                    progress=progress, loss_weights=weights)
-            except _core.NonFiniteLossError as e:
-                raise _core.NonFiniteLossError(f"epoch {epoch + 1}: {e}") from None
+                loss_sum, seen, stopped, sums, correct, failed = self._fit_epoch(
+                    X_arg, y_arg, loss_arg, optimizer, batch_size, order=order,
+                    progress=progress, loss_weights=weights, sample_weight=w, hyper=hyper,
+                    on_batch=on_batch)
             finally:
                 if bar is not None:
                     bar.close()
-            logs = {"loss": loss_sum / max(seen, 1)}
-            if self._multi_out:
-                for j, name in enumerate(self._output_names):
-                    logs[f"{name}_loss"] = sums[j] / max(seen, 1)
-                    if classify[j]:
-                        logs[f"{name}_accuracy"] = correct[j] / max(seen, 1)
-            elif classify[0]:
-                logs["accuracy"] = correct[0] / max(seen, 1)
-            if validation_data is not None:
-                val = self.evaluate(validation_data[0], validation_data[1], loss_arg,
-                                    loss_weights=weights if self._multi_out else None)
-                logs.update({"val_" + k: v for k, v in val.items()})
+            if _per_step(schedule):
+                for _ in range(failed[0] if failed else n_batches):
+                    schedule.step()
+            if failed is not None:
+                _nan_callback(cbs).on_nonfinite(epoch, failed[0], failed[1])
+                if self.stop_training:
+                    break
+            logs = self._epoch_logs(loss_sum, seen, sums, correct, classify, metric_list,
+                                    X_arg, y_arg)
+            if val is not None:
+                v = self.evaluate(val[0], val[1], loss_arg, metrics=metric_list,
+                                  loss_weights=weights if self._multi_out else None)
+                logs.update({"val_" + k: x for k, x in v.items()})
+            if schedule is not None and not _per_step(schedule):
+                schedule.step()
+            for cb in cbs:
+                cb.on_epoch_end(epoch, logs)
             history._record(epoch, logs)
             if verbose == 2:
                 dt = time.perf_counter() - t0
                 text = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
                 print(f"Epoch {epoch + 1}/{epochs} - {dt:.2f}s - {n / max(dt, 1e-12):,.0f} "
                       f"samples/s - {text}", flush=True)
-            if stopped:
+            if stopped or self.stop_training:
                 break
+        for cb in cbs:
+            cb.on_train_end({})
         return history
+
+    def _epoch_logs(self, loss_sum, seen, sums, correct, classify, metric_list, X, y):
+        """One epoch's training logs: the loss, each output's loss and
+        accuracy (several outputs), and the metrics asked for."""
+        from .metrics import epoch_metrics
+
+        logs = {"loss": loss_sum / max(seen, 1)}
+        if self._multi_out:
+            for j, name in enumerate(self._output_names):
+                logs[f"{name}_loss"] = sums[j] / max(seen, 1)
+                if classify[j]:
+                    logs[f"{name}_accuracy"] = correct[j] / max(seen, 1)
+        elif classify[0]:
+            logs["accuracy"] = correct[0] / max(seen, 1)
+        logs.update(epoch_metrics(self, metric_list, X, y, logs))
+        return logs
 
     def _progress(self, verbose, epoch, epochs, n, classify):
         if verbose != 1:
@@ -648,17 +829,40 @@ class Model(_core.Model):
         return bar, progress
 
     # ---- persistence
-    def save(self, path):
-        """Save the graph (JSON) and the parameters to an ``.npz`` file."""
+    def save(self, path, optimizer=None):
+        """Save the graph (JSON) and the parameters to an ``.npz`` file;
+        with ``optimizer`` (e.g. ``model.optimizer`` after fit), its
+        hyperparameters and state too: ``nl.load`` then gives back both
+        (as ``model.optimizer``) and training resumes exactly."""
         from .io import save
 
-        save(self, path)
+        save(self, path, optimizer=optimizer)
 
     def __reduce__(self):
         from .io import _rebuild, to_archive
 
         arch, arrays = to_archive(self)
         return (_rebuild, (arch, arrays))
+
+    def astype(self, dtype):
+        """An independent copy of the model computing in ``dtype``
+        (numpy.float32 or numpy.float64), its values converted: e.g. a
+        float64 copy for ``nl.gradcheck`` (float32 cannot pass a
+        finite-difference check)."""
+        from .io import _rebuild, to_archive
+
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"astype takes numpy.float32 or numpy.float64, got {dtype}")
+        arch, arrays = to_archive(self)
+        arch["dtype"] = dtype.name
+        for obj in arch["objects"]:
+            if obj["type"] == "layer" and "dtype" in obj["config"]:
+                obj["config"]["dtype"] = dtype.name
+            elif obj["type"] == "model":
+                obj["inputs"] = [[w, None if d is None else dtype.name, n]
+                                 for w, d, n in obj["inputs"]]
+        return _rebuild(arch, {k: v.astype(dtype) for k, v in arrays.items()})
 
 
 # ---------------------------------------------------------------- Sequential

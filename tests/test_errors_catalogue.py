@@ -973,17 +973,37 @@ def test_err_nonfinite_train_step(bad):
 
 def test_err_nonfinite_fit():
     model, fresh = make_model(), make_model()
-    x, y = make_data(n=12)
-    xb = x.copy()
-    xb[9, 0] = np.nan                    # batch 3 of 4 (rows 8..11, batch_size 4)
-    with pytest.raises(nl.NonFiniteLossError, match=r"^epoch 1: the loss became non-finite at "
-                                                    r"batch 3 \(counting from 1\); training "
-                                                    r"stopped before that batch's update$"):
-        model.fit(xb, y, optimizer=nl.SGD(model, 0.1), batch_size=4, shuffle=False, verbose=0)
+    x, _ = make_data(n=12)
+    t = np.zeros((12, D_OUT))
+    t[9, 0] = 1e200                      # batch 3 of 4 (rows 8..11): the loss overflows
+    with pytest.raises(nl.NonFiniteLossError, match=r"^epoch 1: the loss became non-finite "
+                                                    r"\(inf\) at batch 3 \(counting from 1\); "
+                                                    r"training stopped before that batch's "
+                                                    r"update$"):
+        model.fit(x, t, loss=nl.MSE(), optimizer=nl.SGD(model, 0.1), batch_size=4,
+                  shuffle=False, verbose=0)
     # exactly batches 1 and 2 were applied
     opt = nl.SGD(fresh, 0.1)
     for s in (0, 4):
-        fresh.train_step(x[s:s + 4], y[s:s + 4], nl.SoftmaxCrossEntropy(), opt)
+        fresh.train_step(x[s:s + 4], t[s:s + 4], nl.MSE(), opt)
+    assert_same_dict(snapshot(model), snapshot(fresh))
+    assert_trains_like(model, fresh)
+
+
+def test_err_nonfinite_data_before_training():
+    """NaN or inf in X (or in validation_data's inputs) is reported as such,
+    naming the array, the first bad row and its column, before any update."""
+    model, fresh = make_model(), make_model()
+    x, y = make_data(n=12)
+    for bad, where in ((np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf")):
+        xb = x.copy()
+        xb[9, 2] = bad
+        with pytest.raises(ValueError, match=rf"^X holds {where} at row 9 \(column 2\): a "
+                                             rf"network cannot learn from it"):
+            model.fit(xb, y, optimizer=nl.SGD(model, 0.1), batch_size=4, verbose=0)
+        with pytest.raises(ValueError, match=rf"^validation_data X holds {where} at row 9"):
+            model.fit(x, y, optimizer=nl.SGD(model, 0.1), batch_size=4, verbose=0,
+                      validation_data=(xb, y))
     assert_same_dict(snapshot(model), snapshot(fresh))
     assert_trains_like(model, fresh)
 

@@ -789,7 +789,8 @@ def test_sequential_matches_reference(case):
 def test_sequential_with_extreme_values_never_crashes(case):
     """Extremes, inf and nan in inputs and parameters: forward, backward,
     train_step and fit return arrays of the right shape or raise
-    NonFiniteLossError, which leaves the parameters as they were."""
+    NonFiniteLossError, which leaves the parameters as they were (fit
+    refuses NaN or inf inputs up front with ValueError)."""
     dt = case["dtype"]
     model = build_model(case)
     x_in = in_layout(case["x"], case["x_layout"])
@@ -817,10 +818,14 @@ def test_sequential_with_extreme_values_never_crashes(case):
                     "a rejected train_step changed the parameters"
             else:
                 assert isinstance(v, float) and math.isfinite(v)
+        before = np.array(model._param_block())
         try:
             model.fit(x_in, case["labels"], loss=nl.SoftmaxCrossEntropy(), optimizer=opt,
                       epochs=2, batch_size=2, verbose=0)
         except nl.NonFiniteLossError:
             pass
+        except ValueError as e:   # NaN or inf in x: refused before any update
+            assert not np.all(np.isfinite(np.asarray(case["x"]).astype(dt))) and "holds" in str(e)
+            assert np.array_equal(np.array(model._param_block()), before, equal_nan=True)
         out2 = model.predict(x_in)
         assert out2.shape == out.shape

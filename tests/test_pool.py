@@ -129,9 +129,8 @@ def test_fit_gather_on_workers_matches_a_manual_loop(two_threads):
     loss_a, loss_b = nl.SoftmaxCrossEntropy(), nl.SoftmaxCrossEntropy()
     opt_a, opt_b = nl.SGD(a, lr=0.05), nl.SGD(b, lr=0.05)
     a.fit(X, y, loss=loss_a, optimizer=opt_a, epochs=2, batch_size=32, seed=11, verbose=0)
-    rng = np.random.default_rng(11)
-    for _ in range(2):
-        order = rng.permutation(len(X))
+    for epoch in range(2):   # fit's order: the generator of (seed, epoch)
+        order = np.random.default_rng([11, epoch]).permutation(len(X))
         for s in range(0, len(X), 32):
             idx = order[s:s + 32]
             b.train_step(X[idx], y[idx], loss_b, opt_b)
@@ -208,17 +207,25 @@ def test_forked_child_starts_its_own_workers(two_threads):
 
 
 def test_fit_stopped_by_the_callback_leaves_no_gather_running(two_threads):
-    """An epoch that stops early (here: a non-finite loss in its second
-    batch) must not leave a worker writing into the model's buffers: the
-    model trains normally right after."""
+    """An epoch that stops early (a non-finite loss in its first batch, or a
+    per-batch callback raising in its second) must not leave a worker
+    writing into the model's buffers: the model trains normally right
+    after."""
     X, y = mid_data(n=200)
     X = X.copy()
     model = mid_model()
     loss, opt = nl.SoftmaxCrossEntropy(), nl.SGD(model, lr=0.05)
-    Xbad = X.copy()
-    Xbad[:] = np.nan
+    huge = np.full((200, 10), np.inf, np.float32)   # an infinite squared error
     with pytest.raises(nl.NonFiniteLossError):
-        model.fit(Xbad, y, loss=loss, optimizer=opt, epochs=1, batch_size=20, seed=1, verbose=0)
+        model.fit(X, huge, loss=nl.MSE(), optimizer=opt, epochs=1, batch_size=20, seed=1,
+                  verbose=0)
+
+    def stop_at_second(batch, logs):
+        if batch == 1:
+            raise RuntimeError("stop")
+    with pytest.raises(RuntimeError, match="stop"):
+        model.fit(X, y, loss=loss, optimizer=opt, epochs=1, batch_size=20, seed=1, verbose=0,
+                  callbacks=[nl.callbacks.LambdaCallback(on_batch_end=stop_at_second)])
     for _ in range(3):
         model.fit(X, y, loss=loss, optimizer=opt, epochs=1, batch_size=20, seed=2, verbose=0)
     assert all(np.all(np.isfinite(v)) for v in model.parameters().values())

@@ -242,14 +242,15 @@ def _parse_epoch_batch(msg):
     return int(ep.group(1)), int(ba.group(1))
 
 
-def test_nan_in_data_stops_with_error_and_skips_that_batch():
-    X, y = blobs(10, seed=15)
-    X[6, 1] = np.nan                      # in the second batch of 4 (rows 4..7)
+def test_overflowing_target_stops_with_error_and_skips_that_batch():
+    X, _ = blobs(10, seed=15)
+    T = np.zeros((10, 3))
+    T[6, 1] = 1e200                       # in the second batch of 4 (rows 4..7)
     model = mlp(seed=16)
     hand = copy.deepcopy(model)
-    loss = nl.SoftmaxCrossEntropy()
+    loss = nl.MSE()
     with pytest.raises(nl.NonFiniteLossError) as exc:
-        model.fit(X, y, loss=loss, optimizer=nl.SGD(model, 0.1), epochs=3, batch_size=4,
+        model.fit(X, T, loss=loss, optimizer=nl.SGD(model, 0.1), epochs=3, batch_size=4,
                   shuffle=False, verbose=0)
     assert isinstance(exc.value, nl.NNLayersError)
     epoch, batch = _parse_epoch_batch(str(exc.value))
@@ -257,11 +258,12 @@ def test_nan_in_data_stops_with_error_and_skips_that_batch():
     assert batch in (1, 2)                 # second batch, 0- or 1-based
     assert all_finite(model)
     # exactly the first batch was applied
-    hand.train_step(X[:4], y[:4], nl.SoftmaxCrossEntropy(), nl.SGD(hand, 0.1))
+    hand.train_step(X[:4], T[:4], nl.MSE(), nl.SGD(hand, 0.1))
     for k, v in params_of(model).items():
         np.testing.assert_allclose(v, hand.parameters()[k], rtol=1e-12, atol=1e-14, err_msg=k)
     # the model still works
     Xc, yc = blobs(10, seed=17)
+    loss = nl.SoftmaxCrossEntropy()
     assert np.isfinite(model.train_step(Xc, yc, loss, nl.SGD(model, 0.1)))
     assert np.all(np.isfinite(model.predict(Xc)))
     model.fit(Xc, yc, loss=loss, optimizer=nl.SGD(model, 0.1), epochs=1, verbose=0)
@@ -512,9 +514,10 @@ def test_rejected_train_step_changes_nothing(bad):
 
 
 def test_train_step_arguments_by_position_or_name():
-    """train_step parses its four arguments itself (vectorcall): by position,
-    by name, or mixed give the same step; a wrong call raises TypeError
-    naming the problem and leaves the model working."""
+    """train_step parses its arguments itself (vectorcall: x, y, loss,
+    optimizer and an optional sample_weight): by position, by name, or
+    mixed give the same step; a wrong call raises TypeError naming the
+    problem and leaves the model working."""
     rng = np.random.default_rng(31)
     x = rng.standard_normal((6, 4)).astype(np.float32)
     y = rng.integers(0, 3, size=6)
@@ -537,7 +540,7 @@ def test_train_step_arguments_by_position_or_name():
     m, loss, _ = fresh()
     opt = nl.SGD(m, lr=0.1)
     bad = [((x, y, loss), {}, "missing required argument 'optimizer'"),
-           ((x, y, loss, opt, 1), {}, "takes 4 arguments"),
+           ((x, y, loss, opt, None, 1), {}, "takes 5 arguments"),
            ((x, y, loss, opt), {"loss": loss}, "multiple values for argument 'loss'"),
            ((x, y, loss), {"opt": opt}, "unexpected keyword argument 'opt'")]
     for args, kw, msg in bad:

@@ -797,6 +797,7 @@ nn_status nn_graph_fit_epoch(nn_graph *g, nn_ws *ws, nn_run *run,
     res->loss_sum = 0;
     res->seen = 0;
     res->failed_batch = 0;
+    res->last_loss = 0;
     if (batch == 0)
         return NN_ERR_ARG;
     if (n == 0)

@@ -713,8 +713,12 @@ nn_status FN(nn_graph_fit_epoch_impl)(nn_graph *g, nn_ws *ws, nn_run *run,
         } else {
             FN(direct_batch)(g, X, tg, start, x, labels, T, &btg);
         }
+        if (hooks && hooks->before_batch)
+            hooks->before_batch(hooks->ctx, b);
+        step.loss = 0;
         st = FN(nn_graph_train_step_impl)(g, ws, run, opt, map, hooks, x, bs,
                                           &btg, &step);
+        res->last_loss = step.loss;
         if (st != NN_OK) {
             res->failed_batch = b;
             break;

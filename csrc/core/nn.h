@@ -673,14 +673,17 @@ nn_status nn_graph_backward(nn_graph *g, nn_ws *ws, const nn_run *run,
 /* Where output k of the last forward is. */
 const void *nn_graph_output(const nn_graph *g, const nn_ws *ws, size_t k);
 
-/* Gradient hooks of a training step: ready(ctx, s) when segment s of the
+/* Hooks of training steps: ready(ctx, s) when segment s of the
  * optimizer has its whole gradient (deferred mode only); before_update
- * once every gradient is complete, before any update (deferred mode). */
+ * once every gradient is complete, before any update (deferred mode);
+ * before_batch(ctx, b) in nn_graph_fit_epoch before batch b's step (a
+ * schedule setting the optimizer's hyperparameters). NULL: none. */
 typedef struct nn_hooks {
     int deferred;            /* 1: every gradient complete before any update */
     void *ctx;
     void (*ready)(void *ctx, size_t segment);
     nn_status (*before_update)(void *ctx);
+    void (*before_batch)(void *ctx, size_t batch);
 } nn_hooks;
 
 /* The optimizer's segments for this graph's layers: per node * tensor,
@@ -719,6 +722,8 @@ typedef struct nn_epoch_result {
     size_t *correct;         /* per output (likewise) */
     size_t seen;
     size_t failed_batch;     /* batch index of a non-finite loss */
+    double last_loss;        /* the loss of the last batch (or the
+                                non-finite one) */
 } nn_epoch_result;
 
 /*

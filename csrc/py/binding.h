@@ -159,6 +159,25 @@ int nn_prepare_target(PyObject *y, nn_loss_kind kind, int dt, size_t N,
                       size_t C, const char *name, PyArrayObject **labels,
                       PyArrayObject **dense);
 void nn_set_status_error(nn_module_state *st, nn_status s, const char *what);
+/* 0 when every value of a (N, D) array of dtype dt is finite; else -1 with
+ * a ValueError naming `name`, the first bad row and its column */
+int nn_check_finite(PyArrayObject *a, int dt, const char *name);
+/* Per-row weights (N,) of dtype dt, finite and >= 0 (a new reference) */
+PyArrayObject *nn_prepare_weights(PyObject *w, int dt, size_t N,
+                                  const char *name);
+/* A schedule's values for an epoch: names (tuple of str) and values
+ * (n_batches, n_groups, len(names)) float64, checked against the
+ * optimizer's rules; applied to the groups before batch b. */
+typedef struct {
+    PyArrayObject *values;     /* float64, C order */
+    size_t n_batches, n_groups, n_names;
+    size_t off[8];             /* each name's offset in nn_hyper */
+    int is_bool[8];
+    nn_hyper *groups;          /* the optimizer's */
+} nn_hyper_plan;
+int nn_hyper_plan_make(OptimizerObject *opt, PyObject *spec, size_t n_batches,
+                       nn_hyper_plan *plan);
+void nn_hyper_plan_apply(void *plan, size_t batch);
 extern uint64_t nn_input_copies;
 
 /* ---- claims (concurrent use from several threads) ---- */
@@ -169,11 +188,12 @@ int nn_claim(nn_module_state *st, int *flag, const char *what);
 int nn_users_claim(nn_module_state *st, nn_users *u, int write,
                    const char *what);
 void nn_users_release(nn_users *u, int write);
-/* A METH_FASTCALL | METH_KEYWORDS method's n required arguments, by
- * position or by the given names, into out[0..n): no argument tuple or
- * dict is built. -1 with TypeError as PyArg_ParseTupleAndKeywords gives. */
+/* A METH_FASTCALL | METH_KEYWORDS method's n arguments, by position or
+ * by the given names, into out[0..n) (NULL for a missing optional one;
+ * the first n_required are required): no argument tuple or dict is
+ * built. -1 with TypeError as PyArg_ParseTupleAndKeywords gives. */
 int nn_fast_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
                  PyObject *kwnames, const char *const *names, int n,
-                 PyObject **out);
+                 int n_required, PyObject **out);
 
 #endif

@@ -368,6 +368,83 @@ void nn_set_status_error(nn_module_state *st, nn_status s, const char *what)
     }
 }
 
+/* The first row of a (N, D) array of dtype dt holding a NaN or an
+ * infinity, its column in *col; N when every value is finite */
+static size_t first_nonfinite_row(PyArrayObject *a, int dt, size_t *col)
+{
+    size_t N = (size_t)PyArray_DIM(a, 0), D = (size_t)PyArray_DIM(a, 1), n, d;
+    for (n = 0; n < N; n++) {
+        int bad = 0;
+        if (dt == NN_F32) {
+            const float *r = (const float *)PyArray_DATA(a) + n * D;
+            for (d = 0; d < D; d++)   /* x - x is 0 unless x is NaN or inf */
+                bad |= (r[d] - r[d]) != 0.0f;
+        } else {
+            const double *r = (const double *)PyArray_DATA(a) + n * D;
+            for (d = 0; d < D; d++)
+                bad |= (r[d] - r[d]) != 0.0;
+        }
+        if (bad) {
+            for (d = 0; d < D; d++) {
+                double v = dt == NN_F32 ? ((const float *)PyArray_DATA(a))[n * D + d]
+                                        : ((const double *)PyArray_DATA(a))[n * D + d];
+                if (!isfinite(v))
+                    break;
+            }
+            *col = d;
+            return n;
+        }
+    }
+    return N;
+}
+
+int nn_check_finite(PyArrayObject *a, int dt, const char *name)
+{
+    size_t col = 0, row = first_nonfinite_row(a, dt, &col);
+    double v;
+    char buf[40];
+    if (row == (size_t)PyArray_DIM(a, 0))
+        return 0;
+    v = dt == NN_F32 ? ((const float *)PyArray_DATA(a))[row * PyArray_DIM(a, 1) + col]
+                     : ((const double *)PyArray_DATA(a))[row * PyArray_DIM(a, 1) + col];
+    PyOS_snprintf(buf, sizeof buf, "%g", v);
+    PyErr_Format(PyExc_ValueError,
+                 "%s holds %s at row %zu (column %zu): a network cannot learn from "
+                 "it; drop or impute such rows before training", name, buf, row,
+                 col);
+    return -1;
+}
+
+PyArrayObject *nn_prepare_weights(PyObject *w, int dt, size_t N,
+                                  const char *name)
+{
+    PyArrayObject *a = nn_as_input(w, dt, name, 1);
+    size_t i;
+    if (!a)
+        return NULL;
+    if ((size_t)PyArray_DIM(a, 0) != N) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s must have one weight per row (%zu), got %zd", name, N,
+                     PyArray_DIM(a, 0));
+        Py_DECREF(a);
+        return NULL;
+    }
+    for (i = 0; i < N; i++) {
+        double v = dt == NN_F32 ? ((const float *)PyArray_DATA(a))[i]
+                                : ((const double *)PyArray_DATA(a))[i];
+        if (!(v >= 0 && isfinite(v))) {
+            char buf[40];
+            PyOS_snprintf(buf, sizeof buf, "%g", v);
+            PyErr_Format(PyExc_ValueError,
+                         "%s must be finite and >= 0, got %s at index %zu", name,
+                         buf, i);
+            Py_DECREF(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
 int nn_users_claim(nn_module_state *st, nn_users *u, int write,
                    const char *what)
 {
@@ -409,7 +486,7 @@ int nn_claim(nn_module_state *st, int *flag, const char *what)
 
 int nn_fast_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
                  PyObject *kwnames, const char *const *names, int n,
-                 PyObject **out)
+                 int n_required, PyObject **out)
 {
     Py_ssize_t i, nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     int j;
@@ -439,7 +516,7 @@ int nn_fast_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
         }
         out[j] = args[nargs + i];
     }
-    for (j = 0; j < n; j++) {
+    for (j = 0; j < n_required; j++) {
         if (!out[j]) {
             PyErr_Format(PyExc_TypeError,
                          "%s() missing required argument '%s' (pos %d)",

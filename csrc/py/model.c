@@ -1029,14 +1029,16 @@ static int train_args_prepare(ModelObject *self, nn_module_state *st,
 static PyObject *Model_train_step(ModelObject *self, PyObject *const *args,
                                   Py_ssize_t nargs, PyObject *kwnames)
 {
-    static const char *const names[] = {"x", "y", "loss", "optimizer"};
+    static const char *const names[] = {"x", "y", "loss", "optimizer",
+                                        "sample_weight"};
     nn_module_state *st = nn_state_of_type(Py_TYPE(self));
-    PyObject *a[4], *result = NULL;
+    PyObject *a[5], *result = NULL;
+    PyArrayObject *sw = NULL;
     double sums[64];
     nn_step_result res;
     train_args ta;
     nn_status s;
-    if (nn_fast_args("train_step", args, nargs, kwnames, names, 4, a) < 0)
+    if (nn_fast_args("train_step", args, nargs, kwnames, names, 5, 4, a) < 0)
         return NULL;
     if (!st || claim_model(st, self, 1) < 0)
         return NULL;
@@ -1047,6 +1049,12 @@ static PyObject *Model_train_step(ModelObject *self, PyObject *const *args,
         PyErr_SetString(PyExc_ValueError,
                         "train_step needs at least one sample (x has 0 rows)");
         goto exit;
+    }
+    if (a[4] && a[4] != Py_None) {
+        sw = nn_prepare_weights(a[4], self->dtype, ta.N, "sample_weight");
+        if (!sw)
+            goto exit;
+        ta.tg.w = PyArray_DATA(sw);
     }
     drop_saved(self);
     res.loss = 0;
@@ -1073,6 +1081,7 @@ static PyObject *Model_train_step(ModelObject *self, PyObject *const *args,
     self->run.step++;
     result = PyFloat_FromDouble(res.loss);
 exit:
+    Py_XDECREF(sw);
     train_args_free(self, &ta);
     release_model(self, 1);
     return result;
@@ -1084,6 +1093,9 @@ typedef struct {
     PyThreadState *ts;       /* saved thread state while the GIL is free */
     PyObject *callback;      /* progress(batch, n_batches, loss_sum,
                                 correct, seen) or None */
+    PyObject *on_batch;      /* on_batch(batch, rows, loss) after every
+                                batch, or None */
+    size_t seen;             /* rows before the last batch */
     double last;             /* time of the last callback (s) */
     double interval;         /* seconds between callbacks */
     int failed;              /* a Python exception is pending */
@@ -1110,7 +1122,18 @@ static int fit_progress(void *vctx, size_t batch, size_t n_batches,
     PyEval_RestoreThread(ctx->ts);
     if (PyErr_CheckSignals() < 0) {
         stop = 1;
-    } else if (report) {
+    } else if (ctx->on_batch != Py_None) {
+        PyObject *r = PyObject_CallFunction(ctx->on_batch, "nnd",
+                                            (Py_ssize_t)batch,
+                                            (Py_ssize_t)(so_far->seen -
+                                                         ctx->seen),
+                                            so_far->last_loss);
+        if (!r)
+            stop = 1;
+        Py_XDECREF(r);
+    }
+    ctx->seen = so_far->seen;
+    if (!stop && report) {
         PyObject *r = PyObject_CallFunction(
             ctx->callback, "nndnn", (Py_ssize_t)batch, (Py_ssize_t)n_batches,
             so_far->loss_sum, (Py_ssize_t)so_far->correct[0],
@@ -1152,86 +1175,21 @@ bad:
     return NULL;
 }
 
-static PyObject *Model_fit_epoch(ModelObject *self, PyObject *args,
-                                 PyObject *kw)
+/* _fit_epoch's result: (loss_sum, seen, stopped, per-output loss sums,
+ * per-output rows right, failed) with failed None or (batch, loss) of a
+ * non-finite loss */
+static PyObject *epoch_result(ModelObject *self, const nn_epoch_result *res,
+                              int stopped, int nonfinite)
 {
-    static char *kwlist[] = {"X", "y", "loss", "optimizer", "batch_size",
-                             "order", "progress", "interval", "loss_weights",
-                             NULL};
-    nn_module_state *st = nn_state_of_type(Py_TYPE(self));
-    PyObject *X, *y, *loss_o, *opt_o, *order_o = Py_None,
-             *progress = Py_None, *weights_o = Py_None, *result = NULL,
-             *sums_o = NULL, *correct_o = NULL;
-    PyArrayObject *order = NULL;
-    Py_ssize_t batch;
-    double interval = 0.1, sums[64] = {0};
-    size_t correct[64] = {0}, j;
-    nn_epoch_result res;
-    train_args ta;
-    fit_ctx ctx;
-    nn_status s;
-    ta.opt = NULL;
-    for (j = 0; j < 64; j++)
-        ta.inputs[j] = ta.labels[j] = ta.dense[j] = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOn|OOdO:_fit_epoch",
-                                     kwlist, &X, &y, &loss_o, &opt_o, &batch,
-                                     &order_o, &progress, &interval,
-                                     &weights_o))
-        return NULL;
-    if (!st || claim_model(st, self, 1) < 0)
-        return NULL;
-    if (batch <= 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "batch_size must be a positive int, got %zd", batch);
-        goto exit;
-    }
-    if (progress != Py_None && !PyCallable_Check(progress)) {
-        PyErr_SetString(PyExc_TypeError, "progress must be callable or None");
-        goto exit;
-    }
-    if (train_args_prepare(self, st, &ta, X, y, loss_o, opt_o, weights_o,
-                           "X", "target") < 0)
-        goto exit;
-    if (order_o != Py_None) {
-        order = parse_order(order_o, ta.N);
-        if (!order)
-            goto exit;
-    }
-    drop_saved(self);
-    memset(&res, 0, sizeof res);
-    res.loss_sum_out = sums;
-    res.correct = correct;
-    ctx.callback = progress;
-    ctx.interval = interval;
-    ctx.last = now_seconds();
-    ctx.failed = 0;
-    self->run.training = 1;
-    ctx.ts = PyEval_SaveThread();
-    s = nn_graph_fit_epoch(&self->g, &self->train_ws, &self->run,
-                           &ta.opt->opt, &self->map, NULL, ta.xp, ta.N,
-                           &ta.tg, order ? PyArray_DATA(order) : NULL,
-                           (size_t)batch, fit_progress, &ctx, &res);
-    PyEval_RestoreThread(ctx.ts);
-    if (s == NN_ERR_NONFINITE) {
-        PyErr_Format(st->NonFiniteError,
-                     "the loss became non-finite at batch %zu (counting "
-                     "from 1); training stopped before that batch's update",
-                     res.failed_batch + 1);
-        goto exit;
-    }
-    if (s == NN_ERR_INTERRUPTED && ctx.failed)
-        goto exit;   /* KeyboardInterrupt or the callback's exception */
-    if (s != NN_OK && s != NN_ERR_INTERRUPTED) {
-        nn_set_status_error(st, s, "fit");
-        goto exit;
-    }
-    sums_o = PyList_New((Py_ssize_t)self->g.n_outputs);
-    correct_o = PyList_New((Py_ssize_t)self->g.n_outputs);
+    PyObject *sums_o = PyList_New((Py_ssize_t)self->g.n_outputs);
+    PyObject *correct_o = PyList_New((Py_ssize_t)self->g.n_outputs);
+    PyObject *failed = NULL, *result = NULL;
+    size_t j;
     if (!sums_o || !correct_o)
         goto exit;
     for (j = 0; j < self->g.n_outputs; j++) {
-        PyObject *a = PyFloat_FromDouble(sums[j]);
-        PyObject *b = PyLong_FromSize_t(correct[j]);
+        PyObject *a = PyFloat_FromDouble(res->loss_sum_out[j]);
+        PyObject *b = PyLong_FromSize_t(res->correct[j]);
         if (!a || !b) {
             Py_XDECREF(a);
             Py_XDECREF(b);
@@ -1240,15 +1198,154 @@ static PyObject *Model_fit_epoch(ModelObject *self, PyObject *args,
         PyList_SET_ITEM(sums_o, j, a);
         PyList_SET_ITEM(correct_o, j, b);
     }
-    result = Py_BuildValue("dnOOO", res.loss_sum, (Py_ssize_t)res.seen,
-                           s == NN_ERR_INTERRUPTED ? Py_True : Py_False,
-                           sums_o, correct_o);
+    failed = nonfinite ? Py_BuildValue("(nd)", (Py_ssize_t)res->failed_batch,
+                                       res->last_loss)
+                       : Py_NewRef(Py_None);
+    if (failed)
+        result = Py_BuildValue("dnOOOO", res->loss_sum, (Py_ssize_t)res->seen,
+                               stopped ? Py_True : Py_False, sums_o, correct_o,
+                               failed);
 exit:
-    Py_XDECREF(order);
     Py_XDECREF(sums_o);
     Py_XDECREF(correct_o);
+    Py_XDECREF(failed);
+    return result;
+}
+
+static PyObject *Model_fit_epoch(ModelObject *self, PyObject *args,
+                                 PyObject *kw)
+{
+    static char *kwlist[] = {"X", "y", "loss", "optimizer", "batch_size",
+                             "order", "progress", "interval", "loss_weights",
+                             "sample_weight", "hyper", "on_batch", NULL};
+    nn_module_state *st = nn_state_of_type(Py_TYPE(self));
+    PyObject *X, *y, *loss_o, *opt_o, *order_o = Py_None,
+             *progress = Py_None, *weights_o = Py_None, *sw_o = Py_None,
+             *hyper_o = Py_None, *on_batch = Py_None, *result = NULL;
+    PyArrayObject *order = NULL, *sw = NULL;
+    Py_ssize_t batch;
+    double interval = 0.1, sums[64] = {0};
+    size_t correct[64] = {0}, j, n_batches;
+    nn_hyper_plan plan;
+    nn_hooks hooks;
+    nn_epoch_result res;
+    train_args ta;
+    fit_ctx ctx;
+    nn_status s;
+    ta.opt = NULL;
+    plan.values = NULL;
+    for (j = 0; j < 64; j++)
+        ta.inputs[j] = ta.labels[j] = ta.dense[j] = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOn|OOdOOOO:_fit_epoch",
+                                     kwlist, &X, &y, &loss_o, &opt_o, &batch,
+                                     &order_o, &progress, &interval,
+                                     &weights_o, &sw_o, &hyper_o, &on_batch))
+        return NULL;
+    if (!st || claim_model(st, self, 1) < 0)
+        return NULL;
+    if (batch <= 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "batch_size must be a positive int, got %zd", batch);
+        goto exit;
+    }
+    if ((progress != Py_None && !PyCallable_Check(progress)) ||
+        (on_batch != Py_None && !PyCallable_Check(on_batch))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "progress and on_batch must be callable or None");
+        goto exit;
+    }
+    if (train_args_prepare(self, st, &ta, X, y, loss_o, opt_o, weights_o,
+                           "X", "target") < 0)
+        goto exit;
+    if (sw_o != Py_None) {
+        sw = nn_prepare_weights(sw_o, self->dtype, ta.N, "sample_weight");
+        if (!sw)
+            goto exit;
+        ta.tg.w = PyArray_DATA(sw);
+    }
+    if (order_o != Py_None) {
+        order = parse_order(order_o, ta.N);
+        if (!order)
+            goto exit;
+    }
+    n_batches = (ta.N + (size_t)batch - 1) / (size_t)batch;
+    if (hyper_o != Py_None &&
+        nn_hyper_plan_make(ta.opt, hyper_o, n_batches, &plan) < 0)
+        goto exit;
+    drop_saved(self);
+    memset(&hooks, 0, sizeof hooks);
+    hooks.ctx = &plan;
+    hooks.before_batch = plan.values ? nn_hyper_plan_apply : NULL;
+    memset(&res, 0, sizeof res);
+    res.loss_sum_out = sums;
+    res.correct = correct;
+    ctx.callback = progress;
+    ctx.on_batch = on_batch;
+    ctx.seen = 0;
+    ctx.interval = interval;
+    ctx.last = now_seconds();
+    ctx.failed = 0;
+    self->run.training = 1;
+    ctx.ts = PyEval_SaveThread();
+    s = nn_graph_fit_epoch(&self->g, &self->train_ws, &self->run,
+                           &ta.opt->opt, &self->map, &hooks, ta.xp, ta.N,
+                           &ta.tg, order ? PyArray_DATA(order) : NULL,
+                           (size_t)batch, fit_progress, &ctx, &res);
+    PyEval_RestoreThread(ctx.ts);
+    if (s == NN_ERR_INTERRUPTED && ctx.failed)
+        goto exit;   /* KeyboardInterrupt or a callback's exception */
+    if (s != NN_OK && s != NN_ERR_INTERRUPTED && s != NN_ERR_NONFINITE) {
+        nn_set_status_error(st, s, "fit");
+        goto exit;
+    }
+    result = epoch_result(self, &res, s == NN_ERR_INTERRUPTED,
+                          s == NN_ERR_NONFINITE);
+exit:
+    Py_XDECREF(order);
+    Py_XDECREF(sw);
+    Py_XDECREF(plan.values);
     train_args_free(self, &ta);
     release_model(self, 1);
+    return result;
+}
+
+/* _check_data(X, y, loss, x_name, y_name): the checks a training call
+ * makes of its inputs and targets (widths, dtypes, counts, label ranges,
+ * finite inputs), with nothing trained: fit checks validation data with
+ * it before the first update. */
+static PyObject *Model_check_data(ModelObject *self, PyObject *args)
+{
+    nn_module_state *st = nn_state_of_type(Py_TYPE(self));
+    PyObject *X, *y, *loss_o, *result = NULL;
+    const char *xname, *yname;
+    PyArrayObject *inputs[64], *labels[64], *dense[64];
+    nn_loss_kind kinds[64];
+    double weights[64];
+    size_t j, N = 0, I = self->g.n_inputs, O = self->g.n_outputs;
+    if (!PyArg_ParseTuple(args, "OOOss:_check_data", &X, &y, &loss_o, &xname,
+                          &yname))
+        return NULL;
+    if (!st || claim_model(st, self, 0) < 0)
+        return NULL;
+    for (j = 0; j < O; j++)
+        labels[j] = dense[j] = NULL;
+    if (parse_losses(self, st, loss_o, Py_None, kinds, weights) < 0 ||
+        model_inputs(self, st, X, xname, &N, inputs) < 0) {
+        release_model(self, 0);
+        return NULL;
+    }
+    for (j = 0; j < I; j++)
+        if (nn_check_finite(inputs[j], (int)self->dtype, xname) < 0)
+            goto exit;
+    if (prepare_targets(self, y, N, kinds, yname, labels, dense) == 0)
+        result = Py_NewRef(Py_None);
+exit:
+    free_arrays(inputs, I);
+    for (j = 0; j < O; j++) {
+        Py_XDECREF(labels[j]);
+        Py_XDECREF(dense[j]);
+    }
+    release_model(self, 0);
     return result;
 }
 
@@ -1420,17 +1517,22 @@ static PyMethodDef Model_methods[] = {
      "Set every gradient of the model to zero."},
     {"train_step", (PyCFunction)(void (*)(void))Model_train_step,
      METH_FASTCALL | METH_KEYWORDS,
-     "train_step(x, y, loss, optimizer) -> float\n\nForward, losses, "
+     "train_step(x, y, loss, optimizer, sample_weight=None) -> float\n\n"
+     "Forward, losses, "
      "backward and the optimizer's update in one C call with the GIL "
      "released; returns the batch loss. The gradient buffers serve as "
      "scratch: call zero_grad() before your own backward()."},
     {"_fit_epoch", (PyCFunction)(void (*)(void))Model_fit_epoch,
      METH_VARARGS | METH_KEYWORDS,
      "_fit_epoch(X, y, loss, optimizer, batch_size, order=None, "
-     "progress=None, interval=0.1, loss_weights=None) -> (loss_sum, seen, "
-     "stopped, per-output loss sums, per-output rows right)"},
+     "progress=None, interval=0.1, loss_weights=None, sample_weight=None, "
+     "hyper=None, on_batch=None) -> (loss_sum, seen, stopped, per-output "
+     "loss sums, per-output rows right, failed: None or (batch, loss))"},
     {"_check_idle", (PyCFunction)Model_check_idle, METH_NOARGS,
      "raise ConcurrentUseError if a call on this model runs"},
+    {"_check_data", (PyCFunction)Model_check_data, METH_VARARGS,
+     "_check_data(X, y, loss, x_name, y_name): raise what a training call "
+     "would raise for these inputs and targets (nothing is trained)"},
     {"_param_block", (PyCFunction)Model_param_block, METH_NOARGS,
      "1-D view of the model's parameter block"},
     {"_grad_block", (PyCFunction)Model_grad_block, METH_NOARGS,

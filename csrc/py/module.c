@@ -153,6 +153,26 @@ static PyObject *as_input(PyObject *m, PyObject *args)
     return (PyObject *)nn_as_input(obj, dt, name, 2);
 }
 
+static PyObject *check_finite(PyObject *m, PyObject *args)
+{
+    PyObject *obj;
+    const char *name = "X";
+    PyArrayObject *a;
+    int dt, rc;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "O|s:check_finite", &obj, &name))
+        return NULL;
+    dt = nn_adopt_dtype(obj);
+    a = nn_as_input(obj, dt, name, 2);
+    if (!a)
+        return NULL;
+    rc = nn_check_finite(a, dt, name);
+    Py_DECREF(a);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *use_reference_gemm(PyObject *m, PyObject *arg)
 {
     int on = PyObject_IsTrue(arg);
@@ -339,6 +359,9 @@ static PyMethodDef module_methods[] = {
      "as_input(x, dtype, name='x') -> the 2-D C-contiguous array of dtype the "
      "core reads: x itself when it already is one, else a converted copy; "
      "TypeError/ValueError naming `name` otherwise"},
+    {"check_finite", check_finite, METH_VARARGS,
+     "check_finite(x, name='X'): ValueError naming `name`, the first row "
+     "holding a NaN or an infinity and its column; None when all are finite"},
     {"use_reference_gemm", use_reference_gemm, METH_O,
      "use_reference_gemm(flag) -> old flag: route products through the "
      "naive GEMM (for cross-checks)"},

@@ -550,3 +550,96 @@ PyType_Spec nn_optimizer_spec = {
     "nnlayers._core.Optimizer", sizeof(OptimizerObject), 0,
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     Optimizer_slots};
+
+/* ---- a schedule's values for an epoch (Model._fit_epoch's hyper=) ---- */
+
+int nn_hyper_plan_make(OptimizerObject *opt, PyObject *spec, size_t n_batches,
+                       nn_hyper_plan *plan)
+{
+    PyObject *names, *values_o;
+    PyArrayObject *values;
+    size_t b, g, k;
+    memset(plan, 0, sizeof *plan);
+    if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 2 ||
+        !PyTuple_Check(PyTuple_GET_ITEM(spec, 0))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "hyper must be (names tuple, values array)");
+        return -1;
+    }
+    names = PyTuple_GET_ITEM(spec, 0);
+    values_o = PyTuple_GET_ITEM(spec, 1);
+    plan->n_names = (size_t)PyTuple_GET_SIZE(names);
+    if (plan->n_names == 0 || plan->n_names > 8) {
+        PyErr_SetString(PyExc_ValueError, "hyper: 1 to 8 names");
+        return -1;
+    }
+    for (k = 0; k < plan->n_names; k++) {
+        int f = field_index(PyTuple_GET_ITEM(names, k));
+        if (f < 0) {
+            PyErr_Format(PyExc_ValueError, "hyper: no hyperparameter %R",
+                         PyTuple_GET_ITEM(names, k));
+            return -1;
+        }
+        plan->off[k] = fields[f].off;
+        plan->is_bool[k] = fields[f].rule == H_BOOL;
+    }
+    values = (PyArrayObject *)PyArray_FROM_OTF(values_o, NPY_FLOAT64,
+                                               NPY_ARRAY_IN_ARRAY);
+    if (!values)
+        return -1;
+    if (PyArray_NDIM(values) != 3 ||
+        (size_t)PyArray_DIM(values, 0) != n_batches ||
+        (size_t)PyArray_DIM(values, 1) != opt->opt.n_groups ||
+        (size_t)PyArray_DIM(values, 2) != plan->n_names) {
+        PyErr_Format(PyExc_ValueError,
+                     "hyper values must have shape (%zu batches, %zu groups, "
+                     "%zu names)", n_batches, opt->opt.n_groups, plan->n_names);
+        Py_DECREF(values);
+        return -1;
+    }
+    plan->values = values;
+    plan->n_batches = n_batches;
+    plan->n_groups = opt->opt.n_groups;
+    plan->groups = opt->groups;
+    /* every value checked against the optimizer's rules now: nothing is
+     * refused halfway through the epoch */
+    for (b = 0; b < n_batches; b++)
+        for (g = 0; g < plan->n_groups; g++) {
+            nn_hyper h = opt->groups[g];
+            const double *v = (const double *)PyArray_DATA(values) +
+                              (b * plan->n_groups + g) * plan->n_names;
+            for (k = 0; k < plan->n_names; k++) {
+                PyObject *o = PyFloat_FromDouble(v[k]);
+                int f = field_index(PyTuple_GET_ITEM(names, k));
+                int rc = o ? set_field(&h, f, o) : -1;
+                Py_XDECREF(o);
+                if (rc < 0)
+                    goto bad;
+            }
+            if (check_group(opt->opt.kind, &h) < 0)
+                goto bad;
+        }
+    return 0;
+bad:
+    Py_CLEAR(plan->values);
+    return -1;
+}
+
+/* Before batch b: its values into every group (nn_hooks.before_batch;
+ * runs without the GIL, touching only C memory) */
+void nn_hyper_plan_apply(void *arg, size_t batch)
+{
+    nn_hyper_plan *plan = arg;
+    size_t g, k;
+    for (g = 0; g < plan->n_groups; g++) {
+        const double *v = (const double *)PyArray_DATA(plan->values) +
+                          (batch * plan->n_groups + g) * plan->n_names;
+        char *h = (char *)&plan->groups[g];
+        for (k = 0; k < plan->n_names; k++) {
+            if (plan->is_bool[k])
+                *(int *)(h + plan->off[k]) = v[k] != 0;
+            else
+                *(double *)(h + plan->off[k]) = v[k];
+        }
+    }
+}

@@ -1,0 +1,103 @@
+"""Metrics for ``fit(metrics=...)`` and ``evaluate(metrics=...)``.
+
+Built-in names, each a C kernel (csrc/core/loss.c) so that training
+computes them inside the C step as it computes the loss:
+
+* ``"accuracy"``: argmax against the class (C > 1); for one output, the
+  prediction against a threshold (0 for logits, 0.5 for probabilities,
+  from the loss's ``from_logits``) — the loss decides what the output
+  means;
+* ``"mse"``: the plain mean squared error over all outputs, as
+  scikit-learn's ``mean_squared_error`` and Keras compute it (``nl.MSE``,
+  the loss, is ½ of the squared error summed over outputs);
+* ``"mae"``: the mean absolute error;
+* ``"binary_accuracy"``: per output, the prediction against the threshold
+  compared with the target > 0.5, averaged;
+* ``"top_k_accuracy"``: the class among the k = 5 largest outputs.
+
+A callable ``f(y_true, y_pred) -> float`` is a metric too: it sees NumPy
+arrays, on the validation data after each epoch, and on the training data
+after each epoch (one extra pass of predict over it, the weights of the
+epoch's end; built-in metrics instead average over the epoch's batches as
+they trained, as Keras does).
+"""
+import numpy as np
+
+__all__ = ["BUILTIN", "resolve_metrics"]
+
+BUILTIN = ("accuracy", "mse", "mae", "binary_accuracy", "top_k_accuracy")
+
+
+class _Metric:
+    """A metric as fit and evaluate use it: a built-in name, or a callable
+    logged under its __name__."""
+
+    __slots__ = ("name", "fn")
+
+    def __init__(self, name, fn=None):
+        self.name, self.fn = name, fn
+
+    def __repr__(self):
+        return f"metric {self.name!r}"
+
+
+def resolve_metrics(metrics):
+    """The list of metrics from names and callables; ValueError naming an
+    unknown one."""
+    if metrics is None:
+        return []
+    if isinstance(metrics, str) or callable(metrics):
+        metrics = [metrics]
+    out, seen = [], set()
+    for i, m in enumerate(metrics):
+        if isinstance(m, str):
+            name = "accuracy" if m in ("acc", "accuracy") else m
+            if name not in BUILTIN:
+                raise ValueError(f"metrics[{i}]: unknown metric {m!r}; the built-in ones are "
+                                 f"{', '.join(BUILTIN)}, or pass a callable "
+                                 f"f(y_true, y_pred) -> float")
+            met = _Metric(name)
+        elif callable(m):
+            met = _Metric(getattr(m, "__name__", f"metric_{i}"), m)
+        else:
+            raise TypeError(f"metrics[{i}] must be a name or a callable, got "
+                            f"{type(m).__name__}")
+        if met.name in seen:
+            raise ValueError(f"metrics: {met.name!r} is given twice")
+        seen.add(met.name)
+        out.append(met)
+    return out
+
+
+def value(metric, loss, pred, target):
+    """One metric on predictions and targets (a float)."""
+    if metric.fn is not None:
+        return float(metric.fn(np.asarray(target), np.asarray(pred)))
+    n = np.asarray(pred).shape[0]
+    return loss._metric(metric.name, pred, target) / n if n else float("nan")
+
+
+def epoch_metrics(model, metric_list, X, y, logs):
+    """The metrics an epoch of fit logs besides the loss: built-in ones
+    from the sums its C loop returned (``logs["_metric_sums"]``, consumed
+    here), callables on the training data after the epoch."""
+    sums = logs.pop("_metric_sums", None)
+    seen = logs.pop("_seen", None)
+    out = {}
+    callables = [m for m in metric_list if m.fn is not None]
+    builtins = [m for m in metric_list if m.fn is None and m.name != "accuracy"]
+    preds = None
+    for m in builtins:
+        for j, name in enumerate(model._output_names):
+            key = m.name if not model._multi_out else f"{name}_{m.name}"
+            if sums is not None:
+                out[key] = sums[j][m.name] / max(seen, 1)
+    if callables:
+        preds = model.predict(X)
+        ps = preds if model._multi_out else [preds]
+        ys = y if model._multi_out else [y]
+        for m in callables:
+            for j, name in enumerate(model._output_names):
+                key = m.name if not model._multi_out else f"{name}_{m.name}"
+                out[key] = float(m.fn(np.asarray(ys[j]), ps[j]))
+    return out
