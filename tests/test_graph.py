@@ -240,6 +240,24 @@ def test_two_class_softmax_as_a_graph_with_two_paths(rng):
         assert_close(path.grads["b"], (P[:, k] - Y[:, k]).mean(keepdims=True), F64)
 
 
+ACTS = {"relu": nl.ReLU, "leaky": lambda: nl.LeakyReLU(0.1), "neg_leaky": lambda: nl.LeakyReLU(-0.2),
+        "sigmoid": nl.Sigmoid, "tanh": nl.Tanh, "softplus": nl.Softplus, "identity": nl.Identity,
+        "cos": nl.Cos}
+
+
+@pytest.mark.parametrize("first", sorted(ACTS))
+@pytest.mark.parametrize("second", sorted(ACTS))
+def test_two_activations_in_a_row(first, second, rng):
+    """An activation runs in place over its input only when that storage
+    is its producer's own: after Linear-ReLU (in place), a Sigmoid must not
+    overwrite what ReLU's backward reads."""
+    model = nl.Sequential(lin(3, 4, seed=1), ACTS[first](), ACTS[second](), lin(4, 2, seed=2))
+    x = rng.standard_normal((5, 3))
+    nl.gradcheck(model, x)
+    out, _, _ = flat_reference(model, [x])
+    assert_close(model.forward(x), out[0], F64)
+
+
 # ---------------------------------------------------------------- Sequential is a graph
 
 def _chain_layers(dtype):
