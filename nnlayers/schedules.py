@@ -668,7 +668,8 @@ class LinearWarmup(Schedule):
         if (after is None) != (self.after is None):
             raise ValueError(f"state_dict's after is {after!r} but this LinearWarmup's is "
                              f"{self.after!r}")
-        if after is not None and after.get("config", {}).get("interval") != attrs["interval"]:
+        if isinstance(after, dict) and isinstance(after.get("config"), dict) \
+                and after["config"].get("interval") != attrs["interval"]:
             raise ValueError(f"state_dict's after counts in another interval than the "
                              f"warm-up's ({attrs['interval']!r})")
         return attrs

@@ -700,3 +700,15 @@ def test_err_load_state_dict_past_the_end():
                                          r"is None"):
         warm.load_state_dict(dict(warm.state_dict(), after=sched.state_dict()))
     assert observe(warm) == before
+    opt = make_optimizer()
+    warm = S.LinearWarmup(opt, 3, after=S.ExponentialLR(opt, 0.5, interval="step"))
+    before = observe(warm)
+    with pytest.raises(ValueError, match=r"state_dict must be a dict from "
+                                         r"ExponentialLR\.state_dict\(\)"):
+        warm.load_state_dict(dict(warm.state_dict(), after="x"))
+    state = warm.state_dict()
+    state["after"]["config"]["interval"] = "epoch"
+    with pytest.raises(ValueError, match=r"state_dict's after counts in another interval than "
+                                         r"the warm-up's \('step'\)"):
+        warm.load_state_dict(state)
+    assert observe(warm) == before
