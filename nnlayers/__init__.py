@@ -17,6 +17,7 @@ if not _locate_core(__path__, __file__):
                       "install this copy with `pip install .`")
 
 from . import _core  # noqa: E402
+from . import schedules  # noqa: E402
 from ._core import ConcurrentUseError, NNLayersError, NonFiniteLossError  # noqa: E402
 from .config import blas_info, get_num_threads, set_num_threads, show_config  # noqa: E402
 from .gradcheck import GradcheckError, GradcheckResult, gradcheck  # noqa: E402
@@ -39,4 +40,5 @@ __all__ = [
     "gradcheck", "GradcheckError", "GradcheckResult", "load",
     "show_config", "blas_info", "get_num_threads", "set_num_threads",
     "NNLayersError", "NonFiniteLossError", "ConcurrentUseError", "callbacks", "metrics",
+    "schedules",
 ]
