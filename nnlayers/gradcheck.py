@@ -24,6 +24,7 @@ This module imports nothing from the rest of ``nnlayers``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -151,6 +152,26 @@ def _dtype_of(f, xs):
     return np.result_type(*[x.dtype for x in xs])
 
 
+def _buffer_views(f):
+    """{name: view} of f's buffers (BatchNorm's running statistics):
+    a model's ``buffers()``, a layer's ``buffers``; {} for anything else."""
+    b = getattr(f, "buffers", None)
+    if b is None:
+        return {}
+    return dict(b() if callable(b) else b)
+
+
+@contextlib.contextmanager
+def _buffers_restored(f):
+    """Put f's buffers back as they were when the block ends."""
+    saved = [(v, v.copy()) for v in _buffer_views(f).values()]
+    try:
+        yield
+    finally:
+        for view, copy in saved:
+            view[...] = copy
+
+
 def _refuse_float32(f, dtype):
     name = type(f).__name__
     fix = ("nl.gradcheck(model.astype(np.float64), x.astype(np.float64))"
@@ -225,7 +246,10 @@ def gradcheck(f, x, target=None, eps=1e-6, rtol=None, atol=None, seed=0,
     (``trainable == False``) are skipped. On return, ``f``'s grads hold the
     analytic gradient of ``L`` (from one ``zero_grad`` + ``forward`` +
     ``backward`` pass at the unperturbed point), and its last forward was
-    one of the finite-difference evaluations.
+    one of the finite-difference evaluations. Every forward reuses the
+    random masks of the analytic pass (Dropout in training mode), and
+    buffers the forwards update (BatchNorm's running statistics) are put
+    back as they were.
     """
     kind = "function" if vjp is not None else _model_kind(f, target, loss)
     if kind == "function" and not callable(f):
@@ -261,125 +285,136 @@ def gradcheck(f, x, target=None, eps=1e-6, rtol=None, atol=None, seed=0,
         if not (len(losses) == len(targets) == len(weights)):
             raise ValueError("gradcheck: loss, target and loss_weights must give one per output")
 
-    # ---- analytic pass ------------------------------------------------
-    r = None
-    if kind == "loss":
-        f.forward(x_arg, target)
-        gxs = [np.asarray(f.backward(), dtype=np.float64)]
-    elif kind == "function":
-        y = np.asarray(f(x_arg))
-        r = [rng.standard_normal(y.shape).astype(y.dtype if y.dtype.kind == "f" else
-                                                  np.float64)]
-        gxs = [np.asarray(g, dtype=np.float64) for g in _as_list(vjp(x_arg, r[0]))]
-    else:
-        if hasattr(f, "zero_grad"):
-            f.zero_grad()
-        raw = f.forward(x_arg)
-        multi_out = isinstance(raw, (list, tuple))
-        outs = _as_list(raw)
-        if kind == "model+loss":
-            gout = []
-            for lf, t, w, y in zip(losses, targets, weights, outs):
-                lf.forward(y, t)
-                gout.append(w * np.asarray(lf.backward()))
-        else:
-            r = []
-            for y in outs:
-                y = np.asarray(y)
-                rdt = y.dtype if y.dtype.kind == "f" else np.float64
-                r.append(rng.standard_normal(y.shape).astype(rdt))
-            gout = r
-        gx = f.backward(gout if multi_out else gout[0])
-        gxs = [np.asarray(g, dtype=np.float64) for g in _as_list(gx)]
-    if len(gxs) != len(xs):
-        raise ValueError(f"f.backward: returned {len(gxs)} input gradients, expected {len(xs)}")
-    for name, g, xw in zip(x_names, gxs, xs):
-        if g.shape != xw.shape:
-            raise ValueError(f"f.backward: returned shape {g.shape} for {name}, expected "
-                             f"{xw.shape}")
-    analytic = dict(zip(x_names, gxs))
-    for k in names:
-        analytic[k] = np.array(grads[k], dtype=np.float64, copy=True)
-    r64 = None if r is None else [v.astype(np.float64) for v in r]
+    # Random layers draw new masks at every training-mode forward (the
+    # step advances): every evaluation here reuses the analytic pass's
+    # masks. The buffers the forwards update are put back at the end.
+    step0 = getattr(f, "_step", None) if kind != "function" else None
 
-    # ---- the scalar and its central difference -------------------------
-    def value():
+    def forward(*args):
+        if step0 is not None:
+            f._step = step0
+        return f.forward(*args)
+
+    with _buffers_restored(f):
+        # ---- analytic pass ------------------------------------------------
+        r = None
         if kind == "loss":
-            return float(f.forward(x_arg, target))
-        if kind == "function":
-            return [np.asarray(f(x_arg), dtype=np.float64).copy()]
-        outs = _as_list(f.forward(x_arg))
-        if kind == "model+loss":
-            total = 0.0
-            for lf, t, w, y in zip(losses, targets, weights, outs):
-                total += w * float(lf.forward(y, t))
-                lf.backward()   # release the gradient it holds
-            return total
-        return [np.asarray(y, dtype=np.float64).copy() for y in outs]
-
-    def central(vp, vm, step):
-        # (L+ - L-) / step; for layers and models, difference the outputs
-        # first so the cancellation happens element by element, then
-        # weight by r.
-        if kind in ("loss", "model+loss"):
-            return (vp - vm) / step
-        return float(sum(np.sum(rk * (p - m)) for rk, p, m in zip(r64, vp, vm))) / step
-
-    def check(name, arr, grad):
-        rep = _ArrayReport(rtol, atol)
-        saved = arr.copy()
-        flat_grad = grad.reshape(-1)
-        try:
-            if arr.size <= max_elements:
-                for i, idx in enumerate(np.ndindex(*arr.shape)):
-                    orig = saved[idx]
-                    arr[idx] = orig + eps
-                    plus = arr[idx]
-                    vp = value()
-                    arr[idx] = orig - eps
-                    minus = arr[idx]
-                    vm = value()
-                    arr[idx] = orig
-                    step = float(plus) - float(minus)
-                    if step == 0.0:
-                        raise ValueError(f"eps={eps} is below the resolution of {name} "
-                                         f"(dtype {arr.dtype}) at index {idx}")
-                    rep.add(f"{name}{list(idx)}", flat_grad[i], central(vp, vm, step))
+            forward(x_arg, target)
+            gxs = [np.asarray(f.backward(), dtype=np.float64)]
+        elif kind == "function":
+            y = np.asarray(f(x_arg))
+            r = [rng.standard_normal(y.shape).astype(y.dtype if y.dtype.kind == "f" else
+                                                      np.float64)]
+            gxs = [np.asarray(g, dtype=np.float64) for g in _as_list(vjp(x_arg, r[0]))]
+        else:
+            if hasattr(f, "zero_grad"):
+                f.zero_grad()
+            raw = forward(x_arg)
+            multi_out = isinstance(raw, (list, tuple))
+            outs = _as_list(raw)
+            if kind == "model+loss":
+                gout = []
+                for lf, t, w, y in zip(losses, targets, weights, outs):
+                    lf.forward(y, t)
+                    gout.append(w * np.asarray(lf.backward()))
             else:
-                base = saved.astype(np.float64)
-                for j in range(n_directions):
-                    d = rng.standard_normal(arr.shape)
-                    d /= np.linalg.norm(d)
-                    arr[...] = base + eps * d
-                    vp = value()
-                    arr[...] = base - eps * d
-                    vm = value()
-                    arr[...] = saved
-                    rep.add(f"{name} along direction {j}",
-                            float(np.dot(flat_grad, d.reshape(-1))),
-                            central(vp, vm, 2.0 * eps))
-        finally:
-            arr[...] = saved
-        return rep
+                r = []
+                for y in outs:
+                    y = np.asarray(y)
+                    rdt = y.dtype if y.dtype.kind == "f" else np.float64
+                    r.append(rng.standard_normal(y.shape).astype(rdt))
+                gout = r
+            gx = f.backward(gout if multi_out else gout[0])
+            gxs = [np.asarray(g, dtype=np.float64) for g in _as_list(gx)]
+        if len(gxs) != len(xs):
+            raise ValueError(f"f.backward: returned {len(gxs)} input gradients, expected {len(xs)}")
+        for name, g, xw in zip(x_names, gxs, xs):
+            if g.shape != xw.shape:
+                raise ValueError(f"f.backward: returned shape {g.shape} for {name}, expected "
+                                 f"{xw.shape}")
+        analytic = dict(zip(x_names, gxs))
+        for k in names:
+            analytic[k] = np.array(grads[k], dtype=np.float64, copy=True)
+        r64 = None if r is None else [v.astype(np.float64) for v in r]
 
-    reports = {name: check(name, xw, analytic[name]) for name, xw in zip(x_names, xs)}
-    for k in names:
-        reports[k] = check(k, params[k], analytic[k])
+        # ---- the scalar and its central difference -------------------------
+        def value():
+            if kind == "loss":
+                return float(forward(x_arg, target))
+            if kind == "function":
+                return [np.asarray(f(x_arg), dtype=np.float64).copy()]
+            outs = _as_list(forward(x_arg))
+            if kind == "model+loss":
+                total = 0.0
+                for lf, t, w, y in zip(losses, targets, weights, outs):
+                    total += w * float(lf.forward(y, t))
+                    lf.backward()   # release the gradient it holds
+                return total
+            return [np.asarray(y, dtype=np.float64).copy() for y in outs]
 
-    # ---- summary -------------------------------------------------------
-    errors = {k: float(rep.error) if rep.compared else None for k, rep in reports.items()}
-    ok = all(rep.ok for rep in reports.values())
-    failing = {k: rep.fail_where[0] for k, rep in reports.items() if not rep.ok}
-    pool = failing if failing else {k: v for k, v in errors.items() if v is not None}
-    worst = max(pool, key=lambda k: pool[k]) if pool else x_names[0]
-    max_rel = max([v for v in errors.values() if v is not None], default=0.0)
-    result = GradcheckResult(ok=ok, max_rel_error=max_rel, errors=errors, worst=worst)
+        def central(vp, vm, step):
+            # (L+ - L-) / step; for layers and models, difference the outputs
+            # first so the cancellation happens element by element, then
+            # weight by r.
+            if kind in ("loss", "model+loss"):
+                return (vp - vm) / step
+            return float(sum(np.sum(rk * (p - m)) for rk, p, m in zip(r64, vp, vm))) / step
 
-    if not ok and raise_exception:
-        rel, label, a, n = reports[worst].fail_where
-        raise GradcheckError(
-            f"gradcheck failed for {worst!r}: relative error {rel:.3g} at {label} "
-            f"(analytic {a:.10g}, numeric {n:.10g}); tolerance "
-            f"|a - n| <= atol + rtol * max(|a|, |n|) with rtol={rtol:g}, atol={atol:g}; "
-            f"all errors: {{{_errors_text(errors)}}}", result)
-    return result
+        def check(name, arr, grad):
+            rep = _ArrayReport(rtol, atol)
+            saved = arr.copy()
+            flat_grad = grad.reshape(-1)
+            try:
+                if arr.size <= max_elements:
+                    for i, idx in enumerate(np.ndindex(*arr.shape)):
+                        orig = saved[idx]
+                        arr[idx] = orig + eps
+                        plus = arr[idx]
+                        vp = value()
+                        arr[idx] = orig - eps
+                        minus = arr[idx]
+                        vm = value()
+                        arr[idx] = orig
+                        step = float(plus) - float(minus)
+                        if step == 0.0:
+                            raise ValueError(f"eps={eps} is below the resolution of {name} "
+                                             f"(dtype {arr.dtype}) at index {idx}")
+                        rep.add(f"{name}{list(idx)}", flat_grad[i], central(vp, vm, step))
+                else:
+                    base = saved.astype(np.float64)
+                    for j in range(n_directions):
+                        d = rng.standard_normal(arr.shape)
+                        d /= np.linalg.norm(d)
+                        arr[...] = base + eps * d
+                        vp = value()
+                        arr[...] = base - eps * d
+                        vm = value()
+                        arr[...] = saved
+                        rep.add(f"{name} along direction {j}",
+                                float(np.dot(flat_grad, d.reshape(-1))),
+                                central(vp, vm, 2.0 * eps))
+            finally:
+                arr[...] = saved
+            return rep
+
+        reports = {name: check(name, xw, analytic[name]) for name, xw in zip(x_names, xs)}
+        for k in names:
+            reports[k] = check(k, params[k], analytic[k])
+
+        # ---- summary -------------------------------------------------------
+        errors = {k: float(rep.error) if rep.compared else None for k, rep in reports.items()}
+        ok = all(rep.ok for rep in reports.values())
+        failing = {k: rep.fail_where[0] for k, rep in reports.items() if not rep.ok}
+        pool = failing if failing else {k: v for k, v in errors.items() if v is not None}
+        worst = max(pool, key=lambda k: pool[k]) if pool else x_names[0]
+        max_rel = max([v for v in errors.values() if v is not None], default=0.0)
+        result = GradcheckResult(ok=ok, max_rel_error=max_rel, errors=errors, worst=worst)
+
+        if not ok and raise_exception:
+            rel, label, a, n = reports[worst].fail_where
+            raise GradcheckError(
+                f"gradcheck failed for {worst!r}: relative error {rel:.3g} at {label} "
+                f"(analytic {a:.10g}, numeric {n:.10g}); tolerance "
+                f"|a - n| <= atol + rtol * max(|a|, |n|) with rtol={rtol:g}, atol={atol:g}; "
+                f"all errors: {{{_errors_text(errors)}}}", result)
+        return result

@@ -23,6 +23,7 @@ __all__ = [
     "Layer", "Linear", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh",
     "Softplus", "Step", "Cos", "Softmax", "LogSoftmax",
     "Add", "Subtract", "Multiply", "Average", "Concatenate",
+    "Dropout", "BatchNorm", "LayerNorm",
     "Input", "SymbolicTensor", "layer_from_config",
 ]
 
@@ -442,9 +443,133 @@ class LeakyReLU(Layer):
         return cfg
 
 
+class Dropout(Layer):
+    """Inverted dropout (torch's): in training mode each value is kept
+    with probability ``1 - p`` and scaled by ``1 / (1 - p)``, else set to 0;
+    in eval mode it is the identity. The VJP uses the forward's mask.
+
+    The mask comes from the model's generator: a function of the model's
+    ``seed``, its training step, this node, the row's place in the batch
+    and the column, so a seeded ``fit`` is bitwise reproducible and a
+    row's mask does not depend on how a batch is split between threads.
+    Called on its own, the layer's ``training`` flag decides the mode.
+    """
+
+    def __init__(self, p=0.5, dtype=None, name=None):
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) or \
+                not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"Dropout(p): p must be a probability in [0, 1], got {p!r}")
+        super().__init__("dropout", dtype=dtype, p=float(p), name=name)
+
+    @property
+    def p(self):
+        """The probability of dropping a value."""
+        return self._args["p"]
+
+    def get_config(self):
+        cfg = {"p": self.p}
+        cfg.update(super().get_config())
+        return cfg
+
+
+def _check_features(features, who):
+    if isinstance(features, bool) or not isinstance(features, (int, np.integer)) or features < 1:
+        raise ValueError(f"{who}(features): features must be a positive int, got {features!r}")
+    return int(features)
+
+
+def _check_eps(eps, who):
+    if not (isinstance(eps, (int, float, np.floating)) and not isinstance(eps, bool)
+            and 0 < float(eps) < float("inf")):
+        raise ValueError(f"{who}: eps must be a finite number > 0, got {eps!r}")
+    return float(eps)
+
+
+class BatchNorm(Layer):
+    """Batch normalisation over the batch, per feature (torch's BatchNorm1d).
+
+    Training: each column is normalised by the batch's mean and (biased)
+    variance, ``y = gamma (x - mean) / sqrt(var + eps) + beta``, and the
+    running estimates follow: ``running = (1 - momentum) running + momentum
+    batch`` (the variance unbiased, N / (N - 1), as torch; momentum=None:
+    a cumulative average). Eval: the running estimates instead. The VJP
+    goes through the batch statistics.
+
+    Parameters ``params["gamma"]``, ``params["beta"]`` (when ``affine``);
+    buffers ``buffers["running_mean"]``, ``buffers["running_var"]``,
+    ``buffers["num_batches_tracked"]`` (when ``track_running_stats``; saved
+    and loaded, never touched by an optimizer). Without running statistics
+    the batch's are used in eval mode too. Training needs more than one
+    row per batch. In a training step the running statistics change only
+    once the step's loss is accepted.
+    """
+
+    def __init__(self, features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, dtype=np.float32, name=None):
+        features = _check_features(features, "BatchNorm")
+        eps = _check_eps(eps, "BatchNorm")
+        if momentum is not None and (isinstance(momentum, bool) or
+                                     not 0.0 <= float(momentum) <= 1.0):
+            raise ValueError(f"BatchNorm: momentum must be in [0, 1] or None, got {momentum!r}")
+        self._momentum = momentum
+        super().__init__("batchnorm", features, bias=bool(affine), dtype=dtype, eps=eps,
+                         momentum=-1.0 if momentum is None else float(momentum),
+                         track_running_stats=1.0 if track_running_stats else 0.0, name=name)
+
+    features = property(lambda self: self.in_features)
+    eps = property(lambda self: self._args["eps"])
+    momentum = property(lambda self: self._momentum)
+    affine = property(lambda self: self.bias)
+    track_running_stats = property(lambda self: self._args["track_running_stats"] != 0)
+
+    def get_config(self):
+        return {"features": self.features, "eps": self.eps, "momentum": self.momentum,
+                "affine": self.affine, "track_running_stats": self.track_running_stats,
+                "dtype": str(np.dtype(self.dtype))}
+
+    @classmethod
+    def _tensor_shapes(cls, config):
+        f = _check_features(config["features"], "BatchNorm")
+        shapes = {"gamma": (f,), "beta": (f,)} if config.get("affine", True) else {}
+        if config.get("track_running_stats", True):
+            shapes.update({"running_mean": (f,), "running_var": (f,),
+                           "num_batches_tracked": (1,)})
+        return shapes
+
+
+class LayerNorm(Layer):
+    """Layer normalisation over the features of each row (torch's):
+    ``y = gamma (x - mean) / sqrt(var + eps) + beta`` with the row's mean
+    and biased variance; parameters ``params["gamma"]`` and
+    ``params["beta"]`` when ``elementwise_affine``. The same in training
+    and eval mode."""
+
+    def __init__(self, features, eps=1e-5, elementwise_affine=True, dtype=np.float32,
+                 name=None):
+        features = _check_features(features, "LayerNorm")
+        eps = _check_eps(eps, "LayerNorm")
+        super().__init__("layernorm", features, bias=bool(elementwise_affine), dtype=dtype,
+                         eps=eps, name=name)
+
+    features = property(lambda self: self.in_features)
+    eps = property(lambda self: self._args["eps"])
+    elementwise_affine = property(lambda self: self.bias)
+
+    def get_config(self):
+        return {"features": self.features, "eps": self.eps,
+                "elementwise_affine": self.elementwise_affine,
+                "dtype": str(np.dtype(self.dtype))}
+
+    @classmethod
+    def _tensor_shapes(cls, config):
+        f = _check_features(config["features"], "LayerNorm")
+        return {"gamma": (f,), "beta": (f,)} if config.get("elementwise_affine", True) else {}
+
+
 _CLASSES = {c.__name__: c for c in (Linear, Identity, ReLU, LeakyReLU, Sigmoid, Tanh,
                                     Softplus, Step, Cos, Softmax, LogSoftmax,
-                                    Add, Subtract, Multiply, Average, Concatenate)}
+                                    Add, Subtract, Multiply, Average, Concatenate,
+                                    Dropout, BatchNorm, LayerNorm)}
 
 
 def layer_from_config(class_name, config):

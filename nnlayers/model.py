@@ -437,6 +437,21 @@ class Model(_core.Model):
         widths = self._input_widths
         return [(w, n) for w, (_, _, n) in zip(widths, self._spec.inputs)]
 
+    def train(self, mode=True):
+        """Training mode (torch's ``model.train()``): forward drops with
+        Dropout and uses (and updates) BatchNorm's batch statistics.
+        ``train_step`` and ``fit`` always train, ``predict`` and
+        ``evaluate`` always evaluate, whatever the mode. Returns the model.
+        Also sets the mode of its layers (for calls on them alone)."""
+        self.training = bool(mode)
+        for layer in self._flat_layers:
+            layer.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Eval mode (torch's ``model.eval()``): ``train(False)``."""
+        return self.train(False)
+
     @property
     def trainable(self):
         """True when any layer trains; setting it sets every layer's."""

@@ -23,6 +23,8 @@ const char *nn_status_str(nn_status s)
     case NN_ERR_ARG: return "invalid argument";
     case NN_ERR_GRAPH: return "the graph cannot run";
     case NN_ERR_EXTERNAL: return "a layer's own code failed";
+    case NN_ERR_BATCH:
+        return "batch statistics need more than one row per batch";
     }
     return "unknown status";
 }

@@ -23,6 +23,15 @@ NN_DECLARE_OP(subtract)
 NN_DECLARE_OP(multiply)
 NN_DECLARE_OP(average)
 NN_DECLARE_OP(concatenate)
+NN_DECLARE_OP(dropout)
+NN_DECLARE_OP(batchnorm)
+NN_DECLARE_OP(layernorm)
+nn_status nn_op_batchnorm_commit_f32(const nn_node_io *io);
+nn_status nn_op_batchnorm_commit_f64(const nn_node_io *io);
+nn_status nn_op_norm_param_grads_f32(const nn_node_io *io);
+nn_status nn_op_norm_param_grads_f64(const nn_node_io *io);
+nn_status nn_op_layernorm_param_grads_f32(const nn_node_io *io);
+nn_status nn_op_layernorm_param_grads_f64(const nn_node_io *io);
 nn_status nn_op_linear_param_grads_f32(const nn_node_io *io);
 nn_status nn_op_linear_param_grads_f64(const nn_node_io *io);
 
@@ -127,7 +136,6 @@ nn_status nn_graph_forward_impl_##sfx(nn_graph *g, nn_ws *ws,                \
                                       const nn_run *run,                     \
                                       const void *const *x, size_t N);       \
 nn_status nn_graph_backward_impl_##sfx(nn_graph *g, nn_ws *ws,               \
-                                       const nn_run *run,                    \
                                        const void *const *dout,              \
                                        void *const *dx);                     \
 nn_status nn_graph_train_step_impl_##sfx(                                    \

@@ -14,6 +14,8 @@
 #include "act.c"
 #include "softmax.c"
 #include "merge.c"
+#include "dropout.c"
+#include "norm.c"
 #include "loss.c"
 #include "sgd.c"
 #include "graph_run.c"

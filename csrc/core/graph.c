@@ -743,7 +743,7 @@ const void *nn_graph_output(const nn_graph *g, const nn_ws *ws, size_t k)
     return ws->val[g->outputs[k]];
 }
 
-nn_status nn_graph_backward(nn_graph *g, nn_ws *ws, const nn_run *run,
+nn_status nn_graph_backward(nn_graph *g, nn_ws *ws,
                             const void *const *dout, void *const *dx)
 {
     nn_status st;
@@ -761,8 +761,8 @@ nn_status nn_graph_backward(nn_graph *g, nn_ws *ws, const nn_run *run,
     if (st != NN_OK)
         return st;
     st = g->dtype == NN_F32
-             ? nn_graph_backward_impl_f32(g, ws, run, dout, dx)
-             : nn_graph_backward_impl_f64(g, ws, run, dout, dx);
+             ? nn_graph_backward_impl_f32(g, ws, dout, dx)
+             : nn_graph_backward_impl_f64(g, ws, dout, dx);
     ws->has_forward = 0;
     return st;
 }

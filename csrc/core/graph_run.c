@@ -57,6 +57,7 @@ static nn_status FN(node_forward)(const nn_graph *g, const nn_ws *ws,
     io.seed = run->seed;
     io.step = run->step;
     io.node = k;
+    io.row_base = run->row0;
     return nn_op_of(nd->layer->kind)->forward[NN_DTYPE](&io);
 }
 
@@ -123,6 +124,7 @@ static nn_status FN(node_backward)(const nn_graph *g, const nn_ws *ws,
     io.seed = run->seed;
     io.step = run->step;
     io.node = k;
+    io.row_base = run->row0;
     return nn_op_of(nd->layer->kind)->backward[NN_DTYPE](&io);
 }
 
@@ -159,6 +161,7 @@ static nn_status FN(node_param_grads)(const nn_graph *g, const nn_ws *ws,
     io.seed = run->seed;
     io.step = run->step;
     io.node = k;
+    io.row_base = run->row0;
     return op->param_grads[NN_DTYPE](&io);
 }
 
@@ -278,6 +281,44 @@ nn_status FN(nn_pg_colsum_prod)(nn_pg *pg, size_t k, const real *A,
     u = &pg->g->use[pg->node * NN_MAX_TENSORS + k];
     FN(column_sums_prod)(t->grad, A, B, K, t->n, c0, c1, !u->first);
     return FN(pg_done)(pg, s, u, c0, c1);
+}
+
+/* Once a training step's loss is accepted: every node's commit (state
+ * its forward measured, e.g. BatchNorm's running statistics) */
+static nn_status FN(commit_all)(const nn_graph *g, const nn_ws *ws,
+                                const nn_run *run, size_t N)
+{
+    size_t k, e;
+    nn_status st = NN_OK;
+    for (k = 0; k < g->n_nodes && st == NN_OK; k++) {
+        const nn_node *nd = &g->nodes[k];
+        const nn_op *op = nn_op_of(nd->layer->kind);
+        const void *x[NN_MAX_IN];
+        size_t w[NN_MAX_IN], v = g->n_inputs + k;
+        nn_node_io io;
+        if (!op->commit[NN_DTYPE])
+            continue;
+        for (e = 0; e < nd->n_in; e++) {
+            w[e] = g->width[nd->in[e]];
+            x[e] = ws->val[nd->in[e]];
+        }
+        memset(&io, 0, sizeof io);
+        io.L = nd->layer;
+        io.n = io.N = N;
+        io.n_in = nd->n_in;
+        io.x = x;
+        io.in_w = w;
+        io.y = (void *)ws->val[v];
+        io.out_w = g->width[v];
+        io.ws = ws->opws[k];
+        io.training = run->training;
+        io.seed = run->seed;
+        io.step = run->step;
+        io.node = k;
+        io.row_base = run->row0;
+        st = op->commit[NN_DTYPE](&io);
+    }
+    return st;
 }
 
 /* ---- losses ---- */
@@ -447,6 +488,9 @@ static nn_status FN(step_whole)(const nn_graph *g, nn_ws *ws,
     res->loss = FN(total_loss)(g, tg, res->loss_sum, N);
     if (!isfinite(res->loss))
         return NN_ERR_NONFINITE;   /* nothing updated */
+    st = FN(commit_all)(g, ws, run, N);
+    if (st != NN_OK)
+        return st;
     opt->steps++;
     nn_pg_init(&pg, NN_PG_TRAIN, g, opt, map, hooks, 0, 1);
     for (k = g->n_nodes; k-- > 0 && st == NN_OK;)
@@ -493,6 +537,9 @@ static nn_status FN(step_split)(const nn_graph *g, nn_ws *ws,
     res->loss = FN(total_loss)(g, tg, res->loss_sum, N);
     if (!isfinite(res->loss))
         return NN_ERR_NONFINITE;   /* nothing updated */
+    st = FN(commit_all)(g, ws, run, N);
+    if (st != NN_OK)
+        return st;
     opt->steps++;
     st = FN(run_parts)(&s, FN(split_phase2_chunk));
     if (st == NN_OK && hooks && hooks->deferred)
@@ -511,7 +558,8 @@ nn_status FN(nn_graph_train_step_impl)(nn_graph *g, nn_ws *ws,
     int parts = nn_step_begin(nn_split_worth(g, N, 1));
     nn_status st;
     nn_ws_bind(g, ws, x, N);
-    ws->training = 1;
+    ws->fwd = *run;
+    ws->fwd.training = 1;
     ws->has_forward = 0;   /* the gradients here are scratch */
     if (parts < 2)
         st = FN(step_whole)(g, ws, run, opt, map, hooks, N, tg, res);
@@ -531,7 +579,7 @@ nn_status FN(nn_graph_forward_impl)(nn_graph *g, nn_ws *ws,
     int want = nn_split_worth(g, N, 0), parts = 0;
     nn_status st;
     nn_ws_bind(g, ws, x, N);
-    ws->training = run->training;
+    ws->fwd = *run;
     if (want >= 2)   /* only a split takes turns with other threads */
         parts = nn_step_begin(want);
     if (parts < 2) {
@@ -553,7 +601,6 @@ nn_status FN(nn_graph_forward_impl)(nn_graph *g, nn_ws *ws,
 }
 
 nn_status FN(nn_graph_backward_impl)(nn_graph *g, nn_ws *ws,
-                                     const nn_run *run,
                                      const void *const *dout,
                                      void *const *dx)
 {
@@ -572,7 +619,7 @@ nn_status FN(nn_graph_backward_impl)(nn_graph *g, nn_ws *ws,
     nn_pg_init(&pg, NN_PG_ACCUMULATE, g, NULL, NULL, NULL, 0, 1);
     for (k = g->n_nodes; k-- > 0 && st == NN_OK;)
         if (g->full.run_bwd[k])
-            st = FN(node_backward)(g, ws, run, &g->full, k, 0, N, N,
+            st = FN(node_backward)(g, ws, &ws->fwd, &g->full, k, 0, N, N,
                                    FN(has_param_grads)(g, k) ? &pg : NULL);
     return st;
 }

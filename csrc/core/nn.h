@@ -44,7 +44,8 @@ typedef enum nn_status {
     NN_ERR_INTERRUPTED, /* the progress callback asked to stop */
     NN_ERR_ARG,         /* any other invalid argument */
     NN_ERR_GRAPH,       /* a graph that cannot run (cycle, dangling node) */
-    NN_ERR_EXTERNAL     /* a host callback (a Python layer) failed */
+    NN_ERR_EXTERNAL,    /* a host callback (a Python layer) failed */
+    NN_ERR_BATCH        /* batch statistics of a single row (BatchNorm) */
 } nn_status;
 
 /* A static English description of a status, never NULL. */
@@ -189,6 +190,9 @@ typedef enum nn_kind {
     NN_MULTIPLY,
     NN_AVERAGE,
     NN_CONCATENATE,
+    NN_DROPOUT,
+    NN_BATCHNORM,
+    NN_LAYERNORM,
     NN_KIND_COUNT
 } nn_kind;
 
@@ -225,7 +229,11 @@ typedef struct nn_external {
  * tensors. Configuration by kind (see ops.c):
  *   LINEAR       in, out; bias = 1 with a bias
  *   LEAKY_RELU   arg[0] = negative slope
- *   merges       none (widths from the inputs) */
+ *   merges       none (widths from the inputs)
+ *   DROPOUT      arg[0] = p
+ *   BATCHNORM    in = features; arg eps, momentum (< 0: cumulative),
+ *                track_running_stats (0/1); bias = affine
+ *   LAYERNORM    in = features; arg eps; bias = elementwise_affine */
 typedef struct nn_layer {
     nn_kind kind;
     size_t in, out;
@@ -300,9 +308,15 @@ typedef struct nn_node_io {
     void *const *dx;
     const unsigned char *dx_acc;
     nn_pg *pg;
-    int training;           /* 1 in a training step (Dropout, BatchNorm) */
+    int training;           /* 0 eval; 1 training (a forward alone: state
+                               such as BatchNorm's running statistics
+                               changes at once); 2 inside a training step
+                               (the op's commit changes it once the loss
+                               is accepted) */
     uint64_t seed, step;    /* the model's generator and step count */
     size_t node;            /* node index (for random streams) */
+    size_t row_base;        /* global row of the batch's row 0 (data
+                               parallel ranks) */
 } nn_node_io;
 
 typedef nn_status (*nn_op_fn)(const nn_node_io *io);
@@ -353,6 +367,9 @@ typedef struct nn_op {
     void (*workspace)(const nn_layer *L, size_t out_w, size_t *per_row,
                       size_t *fixed);
     nn_op_fn forward[2], backward[2], param_grads[2];
+    /* after a training step's loss is accepted: state the forward
+     * measured (BatchNorm's running statistics); NULL: none */
+    nn_op_fn commit[2];
     /* 1 when this layer's backward reads only its output (NN_OP_OUT_BWD
      * may depend on the configuration: LeakyReLU with a negative slope
      * cannot); NULL: the flag alone says */
@@ -610,6 +627,14 @@ double nn_graph_macs(const nn_graph *g);
 /* The memory one forward/backward needs for a batch of rows: values,
  * gradients, op workspace, pointers. One per concurrent call; reused
  * from call to call, it grows (and only then allocates) with the batch. */
+/* Where the model is: its generator's seed and steps so far (for random
+ * layers), whether it trains. */
+typedef struct nn_run {
+    uint64_t seed, step;
+    int training;            /* as nn_node_io.training */
+    size_t row0;             /* global row of the first row (data parallel) */
+} nn_run;
+
 typedef struct nn_ws {
     size_t rows;             /* batch of the last forward */
     size_t cap_act, cap_grad, cap_op;   /* values each arena holds */
@@ -618,7 +643,8 @@ typedef struct nn_ws {
     void **gval;             /* per value: where its gradient is */
     void **opws;             /* per node: its workspace */
     int has_forward;         /* a forward's values are here */
-    int training;            /* the last forward was a training one */
+    struct nn_run fwd;       /* the run of the last forward (its mode,
+                                seed and step: what a backward redoes) */
     /* fit: gathered minibatches, two of each (one trains while the next
      * one is gathered) */
     size_t cap_xb, cap_tb, cap_lb, cap_wb;
@@ -653,13 +679,6 @@ typedef struct nn_step_result {
     size_t *correct;         /* per output, or NULL */
 } nn_step_result;
 
-/* Where the model is: its generator's seed and steps so far (for random
- * layers), whether it trains. */
-typedef struct nn_run {
-    uint64_t seed, step;
-    int training;
-    size_t row0;             /* global row of the first row (data parallel) */
-} nn_run;
 
 /* out[k] (N, width of output k), when not NULL, = the graph on inputs
  * x[i] (N, width of input i). The values stay in ws for a backward. */
@@ -667,8 +686,9 @@ nn_status nn_graph_forward(nn_graph *g, nn_ws *ws, const nn_run *run,
                            const void *const *x, size_t N, void *const *out);
 /* Backward from dout[k] (gradients of the outputs) into dx[i] (gradients
  * of the inputs; NULL entries are skipped); parameter gradients of
- * trainable layers accumulate. */
-nn_status nn_graph_backward(nn_graph *g, nn_ws *ws, const nn_run *run,
+ * trainable layers accumulate. It runs as the forward ran (ws->fwd: its
+ * mode, and the seed and step of its random masks). */
+nn_status nn_graph_backward(nn_graph *g, nn_ws *ws,
                             const void *const *dout, void *const *dx);
 /* Where output k of the last forward is. */
 const void *nn_graph_output(const nn_graph *g, const nn_ws *ws, size_t k);

@@ -114,6 +114,68 @@ static nn_status tensors_linear(nn_layer *L)
     return NN_OK;
 }
 
+/* BatchNorm, LayerNorm: gamma (F), beta (F) when affine, then
+ * BatchNorm's running_mean, running_var, num_batches_tracked (buffers)
+ * when it tracks them */
+static nn_status tensors_norm(nn_layer *L, int running)
+{
+    size_t k = 0;
+    if (L->in == 0)
+        return NN_ERR_ARG;
+    if (L->bias) {
+        set_tensor(&L->t[k++], "gamma", 1, L->in, 1, 0);
+        set_tensor(&L->t[k++], "beta", 1, L->in, 1, 0);
+    }
+    L->n_params = k;
+    if (running) {
+        set_tensor(&L->t[k++], "running_mean", 1, L->in, 1, 1);
+        set_tensor(&L->t[k++], "running_var", 1, L->in, 1, 1);
+        set_tensor(&L->t[k++], "num_batches_tracked", 1, 1, 1, 1);
+    }
+    L->n_tensors = k;
+    return NN_OK;
+}
+
+static nn_status tensors_batchnorm(nn_layer *L)
+{
+    return tensors_norm(L, L->arg[2] != 0);
+}
+
+static nn_status tensors_layernorm(nn_layer *L)
+{
+    return tensors_norm(L, 0);
+}
+
+/* the input has `in` features; the output too */
+static nn_status width_features(const nn_layer *L, const size_t *in_w,
+                                size_t n_in, size_t *out_w, size_t *bad)
+{
+    (void)n_in;
+    *bad = 0;
+    if (in_w[0] != L->in)
+        return NN_ERR_SHAPE;
+    *out_w = L->in;
+    return NN_OK;
+}
+
+/* xhat (N, F); BatchNorm's mean and invstd (F each), LayerNorm's invstd
+ * per row */
+static void workspace_batchnorm(const nn_layer *L, size_t out_w,
+                                size_t *per_row, size_t *fixed)
+{
+    (void)L;
+    *per_row = out_w;
+    *fixed = 2 * out_w;
+}
+
+static void workspace_layernorm(const nn_layer *L, size_t out_w,
+                                size_t *per_row, size_t *fixed)
+{
+    (void)L;
+    *per_row = out_w + 1;
+    *fixed = 0;
+}
+
 /* LeakyReLU's backward can use its output only with a slope >= 0 (the
  * sign of the output then tells the sign of the input) */
 static int out_bwd_leaky(const nn_layer *L)
@@ -151,6 +213,22 @@ static void init_linear(nn_layer *L, nn_dtype dt, nn_rng *rng,
     if (L->bias)
         for (i = 0; i < L->out; i++)
             store(L->t[1].data, dt, i, 0);
+}
+
+/* gamma 1, beta 0, running_mean 0, running_var 1, batches 0 */
+static void init_norm(nn_layer *L, nn_dtype dt, nn_rng *rng, nn_init scheme)
+{
+    size_t k, i;
+    (void)rng;
+    (void)scheme;
+    for (k = 0; k < L->n_tensors; k++) {
+        double v = strcmp(L->t[k].name, "gamma") == 0 ||
+                           strcmp(L->t[k].name, "running_var") == 0
+                       ? 1.0
+                       : 0.0;
+        for (i = 0; i < L->t[k].n; i++)
+            store(L->t[k].data, dt, i, v);
+    }
 }
 
 static double macs_linear(const nn_layer *L)
@@ -204,6 +282,31 @@ const nn_op nn_op_table[NN_KIND_COUNT] = {
     [NN_AVERAGE] = {MERGE("average", 0, width_equal), KERNELS(average)},
     [NN_CONCATENATE] = {MERGE("concatenate", 0, width_sum),
                         KERNELS(concatenate)},
+    [NN_DROPOUT] = {.name = "dropout", .min_in = 1, .max_in = 1,
+                    .flags = NN_OP_ROWWISE | NN_OP_ELEMENTWISE | NN_OP_OUT_BWD,
+                    .arg_names = {"p"}, .arg_defaults = {0.5},
+                    .out_width = width_same, KERNELS(dropout)},
+    [NN_BATCHNORM] = {.name = "batchnorm", .min_in = 1, .max_in = 1,
+                      .flags = 0, .config = NN_CFG_IN | NN_CFG_BIAS,
+                      .arg_names = {"eps", "momentum", "track_running_stats"},
+                      .arg_defaults = {1e-5, 0.1, 1},
+                      .out_width = width_features,
+                      .tensors = tensors_batchnorm,
+                      .workspace = workspace_batchnorm, KERNELS(batchnorm),
+                      .param_grads = {nn_op_norm_param_grads_f32,
+                                      nn_op_norm_param_grads_f64},
+                      .commit = {nn_op_batchnorm_commit_f32,
+                                 nn_op_batchnorm_commit_f64},
+                      .init = init_norm},
+    [NN_LAYERNORM] = {.name = "layernorm", .min_in = 1, .max_in = 1,
+                      .flags = NN_OP_ROWWISE, .config = NN_CFG_IN | NN_CFG_BIAS,
+                      .arg_names = {"eps"}, .arg_defaults = {1e-5},
+                      .out_width = width_features,
+                      .tensors = tensors_layernorm,
+                      .workspace = workspace_layernorm, KERNELS(layernorm),
+                      .param_grads = {nn_op_layernorm_param_grads_f32,
+                                      nn_op_layernorm_param_grads_f64},
+                      .init = init_norm},
 };
 
 

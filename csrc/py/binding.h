@@ -77,6 +77,11 @@ typedef struct LayerObject {
     PyObject *saved;           /* standalone forward: (inputs tuple, output,
                                   workspace Buffer or None) for backward */
     int saved_dtype;
+    int saved_training;        /* the mode of that forward */
+    uint64_t saved_step;       /* and its step (random masks) */
+    int training;              /* the mode of calls on the layer alone */
+    uint64_t step;             /* training-mode calls alone so far: each
+                                  draws new random masks */
     int own_busy;              /* a standalone call runs */
     nn_users users;            /* models and optimizers using it */
     PyObject *weakrefs;
@@ -109,7 +114,10 @@ typedef struct ModelObject {
     nn_ws *saved_ws;           /* the last forward, for backward */
     PyObject *saved_inputs;    /* its input arrays (kept alive) */
     nn_optmap map;
-    nn_run run;                /* generator, step count, mode */
+    nn_run run;                /* generator, step count, the mode of the
+                                  call running */
+    int training;              /* the model's mode (train() / eval()):
+                                  what forward runs in */
     nn_users users;
     PyObject *weakrefs;
 } ModelObject;
@@ -149,6 +157,10 @@ PyObject *nn_dtype_object(int dt);
 PyArrayObject *nn_as_input(PyObject *obj, int dt, const char *name, int ndim);
 /* The dtype a parameter-free layer adopts for this input. */
 int nn_adopt_dtype(PyObject *obj);
+/* *out = v, an int (wrap: modulo 2^64; else it must be in [0, 2^64));
+ * -1 with TypeError/OverflowError naming `name`. */
+int nn_u64_from_object(PyObject *v, const char *name, int wrap,
+                       uint64_t *out);
 PyArrayObject *nn_new_array(int dt, npy_intp rows, npy_intp cols);
 PyObject *nn_view(PyObject *owner, void *data, int dt, int nd,
                   npy_intp *dims);

@@ -142,6 +142,18 @@ PyArrayObject *nn_as_input(PyObject *obj, int dt, const char *name, int ndim)
     return out;
 }
 
+int nn_u64_from_object(PyObject *v, const char *name, int wrap,
+                       uint64_t *out)
+{
+    if (!v || !PyLong_Check(v)) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int", name);
+        return -1;
+    }
+    *out = wrap ? PyLong_AsUnsignedLongLongMask(v)
+                : PyLong_AsUnsignedLongLong(v);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
 int nn_adopt_dtype(PyObject *obj)
 {
     if (PyArray_Check(obj) &&

@@ -278,6 +278,7 @@ static int Layer_init(LayerObject *self, PyObject *args, PyObject *kw)
     op = nn_op_of((nn_kind)kind);
     memset(&self->L, 0, sizeof self->L);
     self->model_dtype = -1;
+    self->training = 1;
     self->L.kind = (nn_kind)kind;
     self->L.trainable = 1;
     if (parse_sizes(op, in_o, out_o, bias, &self->L) < 0 ||
@@ -442,8 +443,9 @@ static PyObject *Layer_forward(LayerObject *self, PyObject *x)
     const void *xp[64];
     size_t in_w[64], n_in, j, N = 0, out_w = 0, bad = 0, wsn;
     nn_status s = NN_OK;
-    int dt;
-    if (!st || claim_layer(st, self, 0) < 0)
+    /* training changes the buffers (BatchNorm's running statistics) */
+    int write = self->training && nn_layer_buffer_count(&self->L) > 0, dt;
+    if (!st || claim_layer(st, self, write) < 0)
         return NULL;
     items = inputs_tuple(op, x);
     if (!items)
@@ -494,8 +496,8 @@ static PyObject *Layer_forward(LayerObject *self, PyObject *x)
     Py_BEGIN_ALLOW_THREADS
     s = nn_layer_forward(&self->L, (nn_dtype)dt, n_in, xp, in_w, N,
                          PyArray_DATA(out), out_w,
-                         wsbuf != Py_None ? buffer_data(wsbuf) : NULL, 0, 0,
-                         0);
+                         wsbuf != Py_None ? buffer_data(wsbuf) : NULL,
+                         self->training, 0, self->step);
     Py_END_ALLOW_THREADS
     if (s != NN_OK) {
         nn_set_status_error(st, s, "forward");
@@ -505,13 +507,16 @@ static PyObject *Layer_forward(LayerObject *self, PyObject *x)
     if (!self->saved)
         goto exit;
     self->saved_dtype = dt;
+    self->saved_training = self->training;
+    self->saved_step = self->step;
+    self->step += self->training != 0;
     result = Py_NewRef(out);
 exit:
     Py_XDECREF(items);
     Py_XDECREF(inputs);
     Py_XDECREF(wsbuf);
     Py_XDECREF(out);
-    release_layer(self, 0);
+    release_layer(self, write);
     return result;
 }
 
@@ -582,7 +587,8 @@ static PyObject *Layer_backward(LayerObject *self, PyObject *gy)
     s = nn_layer_backward(&self->L, (nn_dtype)dt, n_in, xp, in_w, N,
                           PyArray_DATA(out), W,
                           wsbuf != Py_None ? buffer_data(wsbuf) : NULL,
-                          PyArray_DATA(ga), dxp, 0, 0, 0);
+                          PyArray_DATA(ga), dxp, self->saved_training, 0,
+                          self->saved_step);
     Py_END_ALLOW_THREADS
     if (s != NN_OK) {
         nn_set_status_error(st, s, "backward");
@@ -745,6 +751,39 @@ static int Layer_set_trainable(LayerObject *self, PyObject *v, void *c)
     return 0;
 }
 
+static PyObject *Layer_get_training(LayerObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->training);
+}
+
+static int Layer_set_training(LayerObject *self, PyObject *v, void *c)
+{
+    int t;
+    (void)c;
+    if (!v) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete training");
+        return -1;
+    }
+    t = PyObject_IsTrue(v);
+    if (t < 0)
+        return -1;
+    self->training = t;
+    return 0;
+}
+
+static PyObject *Layer_get_step(LayerObject *self, void *c)
+{
+    (void)c;
+    return PyLong_FromUnsignedLongLong(self->step);
+}
+
+static int Layer_set_step(LayerObject *self, PyObject *v, void *c)
+{
+    (void)c;
+    return nn_u64_from_object(v, "_step", 0, &self->step);
+}
+
 static PyObject *Layer_get_in(LayerObject *self, void *c)
 {
     (void)c;
@@ -848,6 +887,13 @@ static PyGetSetDef Layer_getset[] = {
      "numpy dtype of the parameters, or None (adopts the input's)", NULL},
     {"trainable", (getter)Layer_get_trainable, (setter)Layer_set_trainable,
      "False freezes the layer: no parameter gradients, no updates", NULL},
+    {"training", (getter)Layer_get_training, (setter)Layer_set_training,
+     "the mode of calls on the layer alone (a model's mode governs its "
+     "calls): True trains (Dropout drops, BatchNorm uses and updates batch "
+     "statistics), False evaluates", NULL},
+    {"_step", (getter)Layer_get_step, (setter)Layer_set_step,
+     "training-mode calls alone so far (part of every random mask's key)",
+     NULL},
     {"in_features", (getter)Layer_get_in, NULL,
      "input width (None for kinds that take any width)", NULL},
     {"out_features", (getter)Layer_get_out, NULL,

@@ -383,6 +383,7 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kw)
         if (LAYER(self, i)->dtype < 0)
             LAYER(self, i)->model_dtype = (int)self->dtype;
     self->run.seed = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)self;
+    self->training = 1;   /* torch's default mode */
     rc = 0;
 exit:
     Py_XDECREF(layers);
@@ -651,9 +652,21 @@ static PyObject *one_or_list(PyObject *tuple, size_t n)
 
 /* ---- forward, predict, backward ---- */
 
+/* 1 when a forward in training mode changes buffers (BatchNorm's running
+ * statistics): such a forward writes the model */
+static int has_buffers(ModelObject *self)
+{
+    Py_ssize_t i;
+    for (i = 0; i < N_LAYERS(self); i++)
+        if (nn_layer_buffer_count(&LAYER(self, i)->L) > 0)
+            return 1;
+    return 0;
+}
+
 static PyObject *run_forward(ModelObject *self, PyObject *x, int keep)
 {
     nn_module_state *st = nn_state_of_type(Py_TYPE(self));
+    int write = keep && self->training && has_buffers(self);
     PyObject *outs = NULL, *result = NULL;
     PyArrayObject *arrs[64];
     const void *xp[64];
@@ -662,10 +675,10 @@ static PyObject *run_forward(ModelObject *self, PyObject *x, int keep)
     nn_run run;
     size_t N = 0, j, I = self->g.n_inputs;
     nn_status s;
-    if (!st || claim_model(st, self, 0) < 0)
+    if (!st || claim_model(st, self, write) < 0)
         return NULL;
     if (model_inputs(self, st, x, "x", &N, arrs) < 0) {
-        release_model(self, 0);
+        release_model(self, write);
         return NULL;
     }
     outs = PyTuple_New((Py_ssize_t)self->g.n_outputs);
@@ -685,7 +698,7 @@ static PyObject *run_forward(ModelObject *self, PyObject *x, int keep)
         goto exit;
     input_pointers(arrs, I, xp);
     run = self->run;
-    run.training = keep ? self->run.training : 0;
+    run.training = keep && self->training ? 1 : 0;   /* predict: eval */
     Py_BEGIN_ALLOW_THREADS
     s = nn_graph_forward(&self->g, ws, &run, xp, N, op);
     Py_END_ALLOW_THREADS
@@ -693,6 +706,8 @@ static PyObject *run_forward(ModelObject *self, PyObject *x, int keep)
         nn_set_status_error(st, s, "forward");
         goto exit;
     }
+    if (run.training)   /* the next one draws new random masks */
+        self->run.step++;
     if (keep) {   /* this forward is the one a backward follows */
         PyObject *kept = PyTuple_New((Py_ssize_t)I);
         if (!kept)
@@ -709,7 +724,7 @@ exit:
     give_back_workspace(self, ws);
     free_arrays(arrs, I);
     Py_XDECREF(outs);
-    release_model(self, 0);
+    release_model(self, write);
     return result;
 }
 
@@ -797,7 +812,7 @@ static PyObject *Model_backward(ModelObject *self, PyObject *gout)
         dxp[j] = PyArray_DATA(a);
     }
     Py_BEGIN_ALLOW_THREADS
-    s = nn_graph_backward(&self->g, self->saved_ws, &self->run, gp, dxp);
+    s = nn_graph_backward(&self->g, self->saved_ws, gp, dxp);
     Py_END_ALLOW_THREADS
     if (s != NN_OK) {
         nn_set_status_error(st, s, "backward");
@@ -1060,7 +1075,7 @@ static PyObject *Model_train_step(ModelObject *self, PyObject *const *args,
     res.loss = 0;
     res.loss_sum = sums;
     res.correct = NULL;   /* train_step reports the loss only */
-    self->run.training = 1;
+    self->run.training = 2;   /* running statistics at the commit */
     Py_BEGIN_ALLOW_THREADS
     s = nn_graph_train_step(&self->g, &self->train_ws, &self->run,
                             &ta.opt->opt, &self->map, NULL, ta.xp, ta.N,
@@ -1285,7 +1300,7 @@ static PyObject *Model_fit_epoch(ModelObject *self, PyObject *args,
     ctx.interval = interval;
     ctx.last = now_seconds();
     ctx.failed = 0;
-    self->run.training = 1;
+    self->run.training = 2;   /* running statistics at the commit */
     ctx.ts = PyEval_SaveThread();
     s = nn_graph_fit_epoch(&self->g, &self->train_ws, &self->run,
                            &ta.opt->opt, &self->map, &hooks, ta.xp, ta.N,
@@ -1452,6 +1467,31 @@ static PyObject *Model_get_widths(ModelObject *self, void *c)
     return t;
 }
 
+static PyObject *Model_get_training(ModelObject *self, void *c)
+{
+    (void)c;
+    return PyBool_FromLong(self->training);
+}
+
+static int Model_set_training(ModelObject *self, PyObject *v, void *c)
+{
+    nn_module_state *st = nn_state_of_type(Py_TYPE(self));
+    int t;
+    (void)c;
+    if (!v) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete training");
+        return -1;
+    }
+    t = PyObject_IsTrue(v);
+    if (t < 0 || !st)
+        return -1;
+    if (claim_model(st, self, 1) < 0)   /* not while calls run */
+        return -1;
+    self->training = t;
+    release_model(self, 1);
+    return 0;
+}
+
 static PyObject *Model_get_users(ModelObject *self, void *c)
 {
     (void)c;
@@ -1466,17 +1506,8 @@ static PyObject *Model_get_seed(ModelObject *self, void *c)
 
 static int Model_set_seed(ModelObject *self, PyObject *v, void *c)
 {
-    unsigned long long s;
     (void)c;
-    if (!v || !PyLong_Check(v)) {
-        PyErr_SetString(PyExc_TypeError, "seed must be an int");
-        return -1;
-    }
-    s = PyLong_AsUnsignedLongLongMask(v);
-    if (PyErr_Occurred())
-        return -1;
-    self->run.seed = s;
-    return 0;
+    return nn_u64_from_object(v, "seed", 1, &self->run.seed) < 0 ? -1 : 0;
 }
 
 static PyObject *Model_get_step(ModelObject *self, void *c)
@@ -1487,17 +1518,8 @@ static PyObject *Model_get_step(ModelObject *self, void *c)
 
 static int Model_set_step(ModelObject *self, PyObject *v, void *c)
 {
-    unsigned long long s;
     (void)c;
-    if (!v || !PyLong_Check(v)) {
-        PyErr_SetString(PyExc_TypeError, "the step count must be an int");
-        return -1;
-    }
-    s = PyLong_AsUnsignedLongLong(v);
-    if (s == (unsigned long long)-1 && PyErr_Occurred())
-        return -1;
-    self->run.step = s;
-    return 0;
+    return nn_u64_from_object(v, "_step", 0, &self->run.step);
 }
 
 static PyMethodDef Model_methods[] = {
@@ -1550,12 +1572,17 @@ static PyGetSetDef Model_getset[] = {
      "widths of the inputs (None where any width is taken)", NULL},
     {"_widths", (getter)Model_get_widths, NULL,
      "widths of every value (inputs, then nodes), None before known", NULL},
+    {"training", (getter)Model_get_training, (setter)Model_set_training,
+     "the mode: True (training, torch's default) or False (eval); forward "
+     "runs in it, train_step and fit always train, predict and evaluate "
+     "always evaluate (see train() and eval())", NULL},
     {"_users", (getter)Model_get_users, NULL,
      "(calls reading, calls writing) running now (a test hook)", NULL},
     {"seed", (getter)Model_get_seed, (setter)Model_set_seed,
      "seed of the model's random generator (Dropout masks)", NULL},
     {"_step", (getter)Model_get_step, (setter)Model_set_step,
-     "training steps so far (part of every random mask's key)", NULL},
+     "training steps and training-mode forwards so far (part of every "
+     "random mask's key: each draws new masks)", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
 static PyMemberDef Model_members[] = {
