@@ -843,10 +843,11 @@ static PyObject *Model_zero_grad(ModelObject *self, PyObject *na)
 /* ---- training ---- */
 
 /* The losses per output from `loss` (one Loss for every output, or a
- * list of one per output) and their weights (None: all 1) */
+ * list of one per output), their arguments (Huber's delta) and their
+ * weights (None: all 1) */
 static int parse_losses(ModelObject *self, nn_module_state *st,
                         PyObject *loss_o, PyObject *weights_o,
-                        nn_loss_kind *kinds, double *weights)
+                        nn_loss_kind *kinds, double *args, double *weights)
 {
     size_t j, O = self->g.n_outputs;
     int listed = (PyList_Check(loss_o) || PyTuple_Check(loss_o)) &&
@@ -868,6 +869,7 @@ static int parse_losses(ModelObject *self, nn_module_state *st,
             return -1;
         }
         kinds[j] = ((LossObject *)l)->kind;
+        args[j] = ((LossObject *)l)->arg;
         weights[j] = 1;
     }
     if (weights_o == Py_None)
@@ -954,6 +956,8 @@ typedef struct {
     PyArrayObject *inputs[64];         /* the model's inputs */
     PyArrayObject *labels[64], *dense[64];
     nn_loss_kind kinds[64];
+    double args[64];                   /* the losses' (Huber's delta) */
+    unsigned metrics[64];              /* metrics asked for (fit only) */
     double weights[64];
     const int64_t *lp[64];
     const void *tp[64];
@@ -989,7 +993,8 @@ static int train_args_prepare(ModelObject *self, nn_module_state *st,
         a->inputs[j] = NULL;
     for (j = 0; j < self->g.n_outputs; j++)
         a->labels[j] = a->dense[j] = NULL;
-    if (parse_losses(self, st, loss, weights, a->kinds, a->weights) < 0)
+    if (parse_losses(self, st, loss, weights, a->kinds, a->args,
+                     a->weights) < 0)
         return -1;
     a->opt = claim_optimizer(self, st, opt);
     if (!a->opt)
@@ -1018,6 +1023,8 @@ static int train_args_prepare(ModelObject *self, nn_module_state *st,
         a->tp[j] = a->dense[j] ? PyArray_DATA(a->dense[j]) : NULL;
     }
     a->tg.kind = a->kinds;
+    a->tg.arg = a->args;
+    a->tg.metrics = NULL;   /* Model_fit_epoch sets them when asked */
     a->tg.weight = a->weights;
     a->tg.labels = a->lp;
     a->tg.T = a->tp;
@@ -1152,19 +1159,36 @@ bad:
     return NULL;
 }
 
+/* fit's metrics= (None: none): the masks into a->metrics and the targets,
+ * their sums into msums (n_outputs * NN_METRIC_COUNT, zeroed) */
+static int fit_metrics_prepare(ModelObject *self, PyObject *metrics_o,
+                               train_args *a, double *msums,
+                               nn_epoch_result *res)
+{
+    if (metrics_o == Py_None)
+        return 0;
+    if (nn_parse_metrics(metrics_o, self->g.n_outputs, a->metrics) < 0)
+        return -1;
+    a->tg.metrics = a->metrics;
+    res->metric_sum = msums;
+    return 0;
+}
+
 static PyObject *Model_fit_epoch(ModelObject *self, PyObject *args,
                                  PyObject *kw)
 {
     static char *kwlist[] = {"X", "y", "loss", "optimizer", "batch_size",
                              "order", "progress", "interval", "loss_weights",
-                             NULL};
+                             "metrics", NULL};
     nn_module_state *st = nn_state_of_type(Py_TYPE(self));
     PyObject *X, *y, *loss_o, *opt_o, *order_o = Py_None,
              *progress = Py_None, *weights_o = Py_None, *result = NULL,
-             *sums_o = NULL, *correct_o = NULL;
+             *sums_o = NULL, *correct_o = NULL, *metrics_o = Py_None,
+             *msums_o = NULL;
     PyArrayObject *order = NULL;
     Py_ssize_t batch;
-    double interval = 0.1, sums[64] = {0};
+    double interval = 0.1, sums[64] = {0},
+           msums[64 * NN_METRIC_COUNT] = {0};
     size_t correct[64] = {0}, j;
     nn_epoch_result res;
     train_args ta;
@@ -1173,10 +1197,11 @@ static PyObject *Model_fit_epoch(ModelObject *self, PyObject *args,
     ta.opt = NULL;
     for (j = 0; j < 64; j++)
         ta.inputs[j] = ta.labels[j] = ta.dense[j] = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOn|OOdO:_fit_epoch",
+    memset(&res, 0, sizeof res);
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOn|OOdOO:_fit_epoch",
                                      kwlist, &X, &y, &loss_o, &opt_o, &batch,
                                      &order_o, &progress, &interval,
-                                     &weights_o))
+                                     &weights_o, &metrics_o))
         return NULL;
     if (!st || claim_model(st, self, 1) < 0)
         return NULL;
@@ -1192,13 +1217,14 @@ static PyObject *Model_fit_epoch(ModelObject *self, PyObject *args,
     if (train_args_prepare(self, st, &ta, X, y, loss_o, opt_o, weights_o,
                            "X", "target") < 0)
         goto exit;
+    if (fit_metrics_prepare(self, metrics_o, &ta, msums, &res) < 0)
+        goto exit;
     if (order_o != Py_None) {
         order = parse_order(order_o, ta.N);
         if (!order)
             goto exit;
     }
     drop_saved(self);
-    memset(&res, 0, sizeof res);
     res.loss_sum_out = sums;
     res.correct = correct;
     ctx.callback = progress;
@@ -1240,13 +1266,20 @@ static PyObject *Model_fit_epoch(ModelObject *self, PyObject *args,
         PyList_SET_ITEM(sums_o, j, a);
         PyList_SET_ITEM(correct_o, j, b);
     }
-    result = Py_BuildValue("dnOOO", res.loss_sum, (Py_ssize_t)res.seen,
+    if (ta.tg.metrics) {
+        msums_o = nn_metric_sums_list(msums, ta.metrics, self->g.n_outputs);
+        if (!msums_o)
+            goto exit;
+    }
+    result = Py_BuildValue(msums_o ? "dnOOOO" : "dnOOO", res.loss_sum,
+                           (Py_ssize_t)res.seen,
                            s == NN_ERR_INTERRUPTED ? Py_True : Py_False,
-                           sums_o, correct_o);
+                           sums_o, correct_o, msums_o);
 exit:
     Py_XDECREF(order);
     Py_XDECREF(sums_o);
     Py_XDECREF(correct_o);
+    Py_XDECREF(msums_o);
     train_args_free(self, &ta);
     release_model(self, 1);
     return result;
@@ -1427,8 +1460,11 @@ static PyMethodDef Model_methods[] = {
     {"_fit_epoch", (PyCFunction)(void (*)(void))Model_fit_epoch,
      METH_VARARGS | METH_KEYWORDS,
      "_fit_epoch(X, y, loss, optimizer, batch_size, order=None, "
-     "progress=None, interval=0.1, loss_weights=None) -> (loss_sum, seen, "
-     "stopped, per-output loss sums, per-output rows right)"},
+     "progress=None, interval=0.1, loss_weights=None, metrics=None) -> "
+     "(loss_sum, seen, stopped, per-output loss sums, per-output rows "
+     "right[, per-output dicts metric name -> sum over rows])\n\nmetrics: "
+     "one tuple of metric names per output (mse, mae, binary_accuracy, "
+     "top_k_categorical_accuracy); the sixth item is there when given."},
     {"_check_idle", (PyCFunction)Model_check_idle, METH_NOARGS,
      "raise ConcurrentUseError if a call on this model runs"},
     {"_param_block", (PyCFunction)Model_param_block, METH_NOARGS,
