@@ -25,6 +25,7 @@ from .layers import (Add, Average, Concatenate, Cos, Identity, Input, Layer,  # 
                      LeakyReLU, Linear, LogSoftmax, Multiply, ReLU, Sigmoid, Softmax,
                      Softplus, Step, Subtract, SymbolicTensor, Tanh)
 from .losses import MSE, NLL, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy  # noqa: E402
+from .losses import MAE, Huber  # noqa: E402
 from .model import History, Model, Sequential  # noqa: E402
 from .optim import SGD, Optimizer  # noqa: E402
 
@@ -38,4 +39,5 @@ __all__ = [
     "gradcheck", "GradcheckError", "GradcheckResult", "load",
     "show_config", "blas_info", "get_num_threads", "set_num_threads",
     "NNLayersError", "NonFiniteLossError", "ConcurrentUseError",
+    "Huber", "MAE",
 ]
