@@ -282,9 +282,11 @@ nn_status nn_graph_init(nn_graph *g, nn_dtype dt, size_t n_inputs,
 
 /* 1 when node k (an activation) can run in place over its input: the
  * input is another node's output read by nothing else, not a graph
- * output, made by a layer whose backward does not read its own output
- * and that is not external (a host layer may keep its output), and k's
- * backward reads only its output. */
+ * output, made by a layer whose backward does not read its own output,
+ * that does not itself run in place (its backward reads that buffer as
+ * its input: ReLU then Sigmoid) and that is not external (a host layer
+ * may keep its output), and k's backward reads only its output. Called
+ * in node order (lay_out), so the producer's alias is known. */
 static int runs_in_place(const nn_graph *g, size_t k)
 {
     const nn_node *nd = &g->nodes[k];
@@ -294,7 +296,8 @@ static int runs_in_place(const nn_graph *g, size_t k)
         (op->out_bwd && !op->out_bwd(nd->layer)) || nd->n_in != 1)
         return 0;
     z = nd->in[0];
-    if (z < g->n_inputs || g->n_consumers[z] != 1 || is_output(g, z))
+    if (z < g->n_inputs || g->n_consumers[z] != 1 || is_output(g, z) ||
+        g->alias[z] != z)
         return 0;
     prod = nn_op_of(g->nodes[z - g->n_inputs].layer->kind);
     return !(prod->flags & (NN_OP_NEEDS_OUT | NN_OP_EXTERNAL));
