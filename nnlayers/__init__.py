@@ -26,7 +26,8 @@ from .layers import (Add, Average, BatchNorm, Concatenate, Cos, Dropout,  # noqa
                      Identity, Input, Layer, LayerNorm, LeakyReLU, Linear, LogSoftmax,
                      Multiply, ReLU, Sigmoid, Softmax, Softplus, Step, Subtract,
                      SymbolicTensor, Tanh)
-from .losses import MSE, NLL, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy  # noqa: E402
+from .losses import (MAE, MSE, NLL, BinaryCrossEntropy, Huber, Loss,  # noqa: E402
+                     SoftmaxCrossEntropy)
 from .model import History, Model, Sequential  # noqa: E402
 from .optim import SGD, Optimizer  # noqa: E402
 from . import callbacks, metrics  # noqa: E402
@@ -42,5 +43,5 @@ __all__ = [
     "gradcheck", "GradcheckError", "GradcheckResult", "load",
     "show_config", "blas_info", "get_num_threads", "set_num_threads",
     "NNLayersError", "NonFiniteLossError", "ConcurrentUseError", "callbacks", "metrics",
-    "schedules",
+    "schedules", "Huber", "MAE",
 ]

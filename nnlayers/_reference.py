@@ -15,7 +15,8 @@ Conventions
   float64 accumulation, ``grad`` (dL/dpred) has the dtype of the prediction.
   Every loss is averaged over the batch (a factor ``1/N``).
 * Target of the classification losses: either integer labels of shape
-  ``(N,)`` with values in ``[0, C)``, or dense rows ``(N, C)``.
+  ``(N,)`` (or ``(N, 1)`` when C > 1) with values in ``[0, C)``, or dense
+  rows ``(N, C)``.
 
 This module imports nothing from the ``nnlayers`` package, so it can be used
 (and tested) without the compiled extension.
@@ -42,7 +43,15 @@ __all__ = [
     "binary_cross_entropy",
     "mse",
     "nll",
+    "categorical_cross_entropy",
+    "binary_cross_entropy_probs",
+    "huber",
+    "mae",
+    "PROB_EPS",
     "accuracy",
+    "METRICS",
+    "metric_rows",
+    "metric_sum",
     "sgd_step",
     "sequential_forward",
     "sequential_backward",
@@ -95,6 +104,8 @@ def _sigmoid(z):
 def _dense_target(target, N, C, dtype, name="target"):
     """Labels (N,) or rows (N, C) -> dense (N, C) array of ``dtype``."""
     t = np.asarray(target)
+    if t.ndim == 2 and C > 1 and t.shape == (N, 1):
+        t = t.reshape(N)                # class ids as a column
     if t.ndim == 1:
         if t.shape[0] != N:
             raise ValueError(f"{name}: expected labels of shape ({N},), got {t.shape}")
@@ -113,6 +124,17 @@ def _dense_target(target, N, C, dtype, name="target"):
     if t.shape != (N, C):
         raise ValueError(f"{name}: expected labels ({N},) or rows ({N}, {C}), got shape {t.shape}")
     return _like(t, dtype)
+
+
+def _rows_target(y, N, C, dtype):
+    """Dense targets (N, C), or (N,) when C == 1, -> (N, C) of ``dtype``."""
+    y = np.asarray(y)
+    if y.ndim == 1 and C == 1 and y.shape[0] == N:
+        y = y.reshape(N, 1)
+    if y.shape != (N, C):
+        raise ValueError(f"target: expected shape ({N}, {C})"
+                         + (f" or ({N},)" if C == 1 else "") + f", got {y.shape}")
+    return _like(y, dtype)
 
 
 def _batch(N, name="pred"):
@@ -489,13 +511,7 @@ def binary_cross_entropy(z, target):
     _check_2d(z, "pred")
     N, C = z.shape
     _batch(N)
-    y = np.asarray(target)
-    if y.ndim == 1 and C == 1 and y.shape[0] == N:
-        y = y.reshape(N, 1)
-    if y.shape != (N, C):
-        raise ValueError(f"target: expected shape ({N}, {C})"
-                         + (f" or ({N},)" if C == 1 else "") + f", got {y.shape}")
-    y = _like(y, z.dtype)
+    y = _rows_target(target, N, C, z.dtype)
     z64, y64 = z.astype(np.float64), y.astype(np.float64)
     loss = float((np.logaddexp(0.0, z64) - y64 * z64).sum() / N)
     grad = (_sigmoid(z) - y) / z.dtype.type(N)
@@ -512,12 +528,7 @@ def mse(yhat, y):
     _check_2d(yhat, "pred")
     N, C = yhat.shape
     _batch(N)
-    y = np.asarray(y)
-    if y.ndim == 1 and C == 1 and y.shape[0] == N:
-        y = y.reshape(N, 1)
-    if y.shape != (N, C):
-        raise ValueError(f"target: expected shape ({N}, {C}), got {y.shape}")
-    y = _like(y, yhat.dtype)
+    y = _rows_target(y, N, C, yhat.dtype)
     d64 = yhat.astype(np.float64) - y.astype(np.float64)
     loss = float(0.5 * (d64 * d64).sum() / N)
     grad = (yhat - y) / yhat.dtype.type(N)
@@ -543,11 +554,98 @@ def nll(logp, target):
     return loss, grad.astype(logp.dtype, copy=False)
 
 
-def accuracy(pred, target):
+#: Probabilities are clipped to [PROB_EPS, 1 - PROB_EPS] (Keras's epsilon).
+PROB_EPS = 1e-7
+
+
+def _clip_passes(u):
+    """Where clip(u) lets the gradient through (NaN does)."""
+    return ~((u < PROB_EPS) | (u > 1 - PROB_EPS))
+
+
+def categorical_cross_entropy(p, target):
+    """Cross-entropy on probabilities p: (N, C), as Keras computes it.
+
+    target: int labels (N,) or dense rows T (N, C).
+    u = p / p.sum(1), q = clip(u, eps, 1 - eps), eps = 1e-7
+    loss = -(1/N) sum T * log q
+    grad: a = -T / u where u is not clipped (else 0);
+          dp = (a - sum_c a_c u_c) / (N sum_c p_c), in p's dtype.
+    """
+    p = _float(p, "pred")
+    _check_2d(p, "pred")
+    N, C = p.shape
+    _batch(N)
+    T = _dense_target(target, N, C, np.float64)
+    p64 = p.astype(np.float64)
+    S = p64.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = p64 / S
+        q = np.clip(u, PROB_EPS, 1 - PROB_EPS)
+        loss = float(-(T * np.log(q)).sum() / N)
+        a = np.where(_clip_passes(u), -T / u, 0.0)
+        grad = (a - (a * u).sum(axis=1, keepdims=True)) / (S * N)
+    return loss, grad.astype(p.dtype)
+
+
+def binary_cross_entropy_probs(p, target):
+    """Binary cross-entropy on probabilities p: (N, C), as Keras computes
+    it, summed over the C outputs and averaged over the batch.
+
+    target: (N, C), or (N,) when C == 1.
+    q = clip(p, eps, 1 - eps); loss = -(1/N) sum [y log q + (1-y) log(1-q)]
+    grad = (q - y) / (q (1 - q)) / N where p is not clipped, else 0.
+    """
+    p = _float(p, "pred")
+    _check_2d(p, "pred")
+    N, C = p.shape
+    _batch(N)
+    y = _rows_target(target, N, C, np.float64)
+    p64 = p.astype(np.float64)
+    q = np.clip(p64, PROB_EPS, 1 - PROB_EPS)
+    loss = float(-(y * np.log(q) + (1 - y) * np.log1p(-q)).sum() / N)
+    grad = np.where(_clip_passes(p64), (q - y) / (q * (1 - q)), 0.0) / N
+    return loss, grad.astype(p.dtype)
+
+
+def huber(yhat, y, delta=1.0):
+    """Huber loss, the mean over all N*C elements (torch.nn.HuberLoss).
+
+    d = yhat - y; h = d^2/2 for |d| <= delta, delta (|d| - delta/2) beyond
+    loss = sum h / (N C); grad = clip(d, -delta, delta) / (N C).
+    """
+    yhat = _float(yhat, "pred")
+    _check_2d(yhat, "pred")
+    N, C = yhat.shape
+    _batch(N)
+    if not (np.isfinite(delta) and delta > 0):
+        raise ValueError(f"delta must be a finite number > 0, got {delta!r}")
+    d = yhat.astype(np.float64) - _rows_target(y, N, C, np.float64)
+    a = np.abs(d)
+    h = np.where(a <= delta, 0.5 * d * d, delta * (a - 0.5 * delta))
+    grad = np.clip(d, -delta, delta) / (N * C)
+    return float(h.sum() / (N * C)), grad.astype(yhat.dtype)
+
+
+def mae(yhat, y):
+    """Mean absolute error over all N*C elements (torch.nn.L1Loss).
+
+    loss = sum |yhat - y| / (N C); grad = sign(yhat - y) / (N C), sign(0) = 0.
+    """
+    yhat = _float(yhat, "pred")
+    _check_2d(yhat, "pred")
+    N, C = yhat.shape
+    _batch(N)
+    d = yhat.astype(np.float64) - _rows_target(y, N, C, np.float64)
+    return float(np.abs(d).sum() / (N * C)), (np.sign(d) / (N * C)).astype(yhat.dtype)
+
+
+def accuracy(pred, target, threshold=0.0):
     """Fraction of rows predicted correctly (a Python float in [0, 1]).
 
     C > 1: argmax of pred rows vs the labels (N,) or argmax of dense rows.
-    C == 1: pred > 0 (a logit) vs target > 0.5; target (N,) or (N, 1).
+    C == 1: pred > threshold vs target > 0.5; target (N,) or (N, 1).
+    threshold: 0 for a logit (from_logits=True), 0.5 for a probability.
     A row whose prediction holds a NaN is never right.
     """
     pred = _float(pred, "pred")
@@ -559,7 +657,7 @@ def accuracy(pred, target):
         t = t.reshape(-1)
         if t.shape[0] != N:
             raise ValueError(f"target: expected shape ({N},) or ({N}, 1), got {np.shape(target)}")
-        correct = ((pred[:, 0] > 0) == (t > 0.5)) & ~np.isnan(pred[:, 0])
+        correct = ((pred[:, 0] > threshold) == (t > 0.5)) & ~np.isnan(pred[:, 0])
     else:
         if t.ndim == 1:
             if t.shape[0] != N:
@@ -571,6 +669,67 @@ def accuracy(pred, target):
             labels = t.argmax(axis=1)
         correct = (pred.argmax(axis=1) == labels) & ~np.isnan(pred).any(axis=1)
     return float(np.count_nonzero(correct)) / N
+
+
+# ---------------------------------------------------------------------------
+# Training metrics (per row; a step reports their sums over rows)
+# ---------------------------------------------------------------------------
+
+#: The metric kinds, in the order of ``nn_metric_kind`` in nn.h.
+METRICS = ("mse", "mae", "binary_accuracy", "top_k_categorical_accuracy")
+
+
+def _in_top_k(pred, truth, k):
+    """1.0 where class truth[n] is among the k largest of pred[n] (fewer
+    than k values larger); 0 for a row holding a NaN."""
+    N, C = pred.shape
+    nan = np.isnan(pred).any(axis=1)
+    if C <= k:
+        return np.where(nan, 0.0, 1.0)
+    at = pred[np.arange(N), truth][:, None]
+    return np.where(nan, 0.0, ((pred > at).sum(axis=1) < k).astype(np.float64))
+
+
+def metric_rows(name, pred, target, threshold=0.0, k=5):
+    """Per-row values (N,) float64 of a training metric.
+
+    target: labels (N,) or (N, 1) when C > 1 (their one-hot rows), or
+    dense rows (N, C) ((N,) when C == 1).
+      mse              mean over outputs of (pred - t)^2
+      mae              mean over outputs of |pred - t|
+      binary_accuracy  mean over outputs of [(pred > threshold) == (t > 0.5)],
+                       a NaN prediction never right
+      top_k_categorical_accuracy
+                       the label (argmax of a dense row) among the k
+                       largest predictions; rows with a NaN never right;
+                       C <= k always right
+    """
+    pred = _float(pred, "pred")
+    _check_2d(pred, "pred")
+    N, C = pred.shape
+    t = np.asarray(target)
+    labels = C > 1 and t.shape in ((N,), (N, 1))
+    T = _dense_target(t, N, C, np.float64) if labels else _rows_target(t, N, C, np.float64)
+    p = pred.astype(np.float64)
+    if name == "mse":
+        return ((p - T) ** 2).mean(axis=1)
+    if name == "mae":
+        return np.abs(p - T).mean(axis=1)
+    if name == "binary_accuracy":
+        right = ((p > threshold) == (T > 0.5)) & ~np.isnan(p)
+        return right.mean(axis=1)
+    if name == "top_k_categorical_accuracy":
+        truth = t.reshape(N).astype(np.int64) if labels else T.argmax(axis=1)
+        return _in_top_k(p, truth, k)
+    raise ValueError(f"unknown metric {name!r}; known: {METRICS}")
+
+
+def metric_sum(name, pred, target, threshold=0.0, sample_weight=None, k=5):
+    """The sum over rows of ``metric_rows`` (times sample_weight (N,))."""
+    rows = metric_rows(name, pred, target, threshold, k)
+    if sample_weight is not None:
+        rows = rows * np.asarray(sample_weight, dtype=np.float64)
+    return float(rows.sum())
 
 
 # ---------------------------------------------------------------------------

@@ -13,7 +13,12 @@ computes them inside the C step as it computes the loss:
 * ``"mae"``: the mean absolute error;
 * ``"binary_accuracy"``: per output, the prediction against the threshold
   compared with the target > 0.5, averaged;
-* ``"top_k_accuracy"``: the class among the k = 5 largest outputs.
+* ``"top_k_categorical_accuracy"``: the class among the k = 5 largest
+  outputs (Keras's name).
+
+During fit, the built-in metrics are sums over the rows of each batch as
+it trained, weighted by ``sample_weight``/``class_weight`` as the loss
+is, divided by the rows seen.
 
 A callable ``f(y_true, y_pred) -> float`` is a metric too: it sees NumPy
 arrays, on the validation data after each epoch, and on the training data
@@ -23,9 +28,9 @@ they trained, as Keras does).
 """
 import numpy as np
 
-__all__ = ["BUILTIN", "resolve_metrics"]
+__all__ = ["BUILTIN", "resolve_metrics", "c_metrics"]
 
-BUILTIN = ("accuracy", "mse", "mae", "binary_accuracy", "top_k_accuracy")
+BUILTIN = ("accuracy", "mse", "mae", "binary_accuracy", "top_k_categorical_accuracy")
 
 
 class _Metric:
@@ -77,21 +82,26 @@ def value(metric, loss, pred, target):
     return loss._metric(metric.name, pred, target) / n if n else float("nan")
 
 
-def epoch_metrics(model, metric_list, X, y, logs):
+def c_metrics(metric_list, n_outputs):
+    """What fit asks its C loop to sum (``_fit_epoch(metrics=)``): one
+    tuple of built-in names per output, or None when there are none
+    (accuracy comes with every classification loss anyway)."""
+    names = tuple(m.name for m in metric_list if m.fn is None and m.name != "accuracy")
+    return [names] * n_outputs if names else None
+
+
+def epoch_metrics(model, metric_list, X, y, metric_sums, seen):
     """The metrics an epoch of fit logs besides the loss: built-in ones
-    from the sums its C loop returned (``logs["_metric_sums"]``, consumed
-    here), callables on the training data after the epoch."""
-    sums = logs.pop("_metric_sums", None)
-    seen = logs.pop("_seen", None)
+    from the sums its C loop returned (metric_sums: one dict per output,
+    or None), callables on the training data after the epoch."""
     out = {}
     callables = [m for m in metric_list if m.fn is not None]
-    builtins = [m for m in metric_list if m.fn is None and m.name != "accuracy"]
-    preds = None
-    for m in builtins:
+    for m in metric_list:
+        if m.fn is not None or m.name == "accuracy":
+            continue
         for j, name in enumerate(model._output_names):
             key = m.name if not model._multi_out else f"{name}_{m.name}"
-            if sums is not None:
-                out[key] = sums[j][m.name] / max(seen, 1)
+            out[key] = metric_sums[j][m.name] / seen if seen else float("nan")
     if callables:
         preds = model.predict(X)
         ps = preds if model._multi_out else [preds]

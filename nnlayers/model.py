@@ -695,7 +695,7 @@ class Model(_core.Model):
         class_weight : {class id: weight} or "balanced" (n / (C * count of the
             class), scikit-learn's rule), multiplied into sample_weight
         metrics : names ("accuracy", "mse", "mae", "binary_accuracy",
-            "top_k_accuracy") and callables ``f(y_true, y_pred) -> float``,
+            "top_k_categorical_accuracy") and callables ``f(y_true, y_pred) -> float``,
             logged per epoch (and with a "val_" prefix on validation data)
         callbacks : nnlayers.callbacks objects (a TerminateOnNaN is added
             unless one is given: a non-finite loss raises NonFiniteLossError
@@ -708,7 +708,7 @@ class Model(_core.Model):
             name); the loss minimised is the weighted sum, as in Keras
         """
         from . import callbacks as cbm
-        from .metrics import resolve_metrics
+        from .metrics import c_metrics, resolve_metrics
 
         losses = self._losses(loss)
         weights = self._loss_weights(loss_weights)
@@ -720,6 +720,7 @@ class Model(_core.Model):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         cbs = _callback_list(callbacks)
         metric_list = resolve_metrics(metrics)
+        summed = c_metrics(metric_list, len(self._output_names))
         # converted once, by the same C check as forward; a matching array
         # is used in place
         xs = list(X) if self._multi_in and isinstance(X, (list, tuple)) else [X]
@@ -773,10 +774,10 @@ class Model(_core.Model):
             on_batch = _batch_caller(per_batch) if per_batch else None
             t0 = time.perf_counter()
             try:
-                loss_sum, seen, stopped, sums, correct, failed = self._fit_epoch(
+                loss_sum, seen, stopped, sums, correct, failed, msums = self._fit_epoch(
                     X_arg, y_arg, loss_arg, optimizer, batch_size, order=order,
                     progress=progress, loss_weights=weights, sample_weight=w, hyper=hyper,
-                    on_batch=on_batch)
+                    on_batch=on_batch, metrics=summed)
             finally:
                 if bar is not None:
                     bar.close()
@@ -788,7 +789,7 @@ class Model(_core.Model):
                 if self.stop_training:
                     break
             logs = self._epoch_logs(loss_sum, seen, sums, correct, classify, metric_list,
-                                    X_arg, y_arg)
+                                    msums, X_arg, y_arg)
             if val is not None:
                 v = self.evaluate(val[0], val[1], loss_arg, metrics=metric_list,
                                   loss_weights=weights if self._multi_out else None)
@@ -809,7 +810,7 @@ class Model(_core.Model):
             cb.on_train_end({})
         return history
 
-    def _epoch_logs(self, loss_sum, seen, sums, correct, classify, metric_list, X, y):
+    def _epoch_logs(self, loss_sum, seen, sums, correct, classify, metric_list, msums, X, y):
         """One epoch's training logs: the loss, each output's loss and
         accuracy (several outputs), and the metrics asked for."""
         from .metrics import epoch_metrics
@@ -822,7 +823,7 @@ class Model(_core.Model):
                     logs[f"{name}_accuracy"] = correct[j] / max(seen, 1)
         elif classify[0]:
             logs["accuracy"] = correct[0] / max(seen, 1)
-        logs.update(epoch_metrics(self, metric_list, X, y, logs))
+        logs.update(epoch_metrics(self, metric_list, X, y, msums, seen))
         return logs
 
     def _progress(self, verbose, epoch, epochs, n, classify):

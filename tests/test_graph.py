@@ -298,6 +298,27 @@ def test_sequential_and_model_are_bitwise_identical(dtype, momentum, rng):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("acts", [("relu", "sigmoid"), ("relu", "tanh"), ("leaky_relu", "relu"),
+                                  ("identity", "relu"), ("relu", "step", "sigmoid")])
+def test_chained_in_place_activations_keep_what_backward_reads(acts, rng):
+    """An activation runs in place over its input only when that input's
+    producer does not run in place itself: ReLU's backward reads its input,
+    which a Sigmoid in place over ReLU's output would overwrite (found by
+    test_fuzz: Linear, ReLU, Sigmoid at x = -1 gave dx = 0.25 instead of 0)."""
+    make = {"relu": nl.ReLU, "sigmoid": nl.Sigmoid, "tanh": nl.Tanh, "identity": nl.Identity,
+            "step": nl.Step, "leaky_relu": lambda: nl.LeakyReLU(0.2)}
+    model = nl.Sequential(lin(4, 5, seed=1), *[make[a]() for a in acts])
+    x = rng.standard_normal((9, 4))
+    x[0] = -x[0]                       # both signs before the first activation
+    gy = rng.standard_normal((9, 5))
+    specs = [(layer.kind, {k: np.array(v) for k, v in layer.params.items()} or None,
+              getattr(layer, "slope", 0.01)) for layer in model]
+    out, caches = ref.sequential_forward(specs, x)
+    np.testing.assert_allclose(model.forward(x), out, rtol=1e-12)
+    gx, _ = ref.sequential_backward(specs, caches, gy)
+    np.testing.assert_allclose(model.backward(gy), gx, rtol=1e-12, atol=1e-15)
+
+
 # ---------------------------------------------------------------- errors
 
 def _trains_like(model, fresh, X, y, loss=None):

@@ -188,18 +188,38 @@ const char *nn_blas_config(void)
 /* Dispatch by dtype                                                 */
 /* ---------------------------------------------------------------- */
 
-nn_status nn_loss_eval(nn_dtype dt, nn_loss_kind kind, double *loss,
-                       void *dpred, const void *pred, const int64_t *labels,
-                       const void *T, const void *w, size_t N, size_t C)
+nn_status nn_loss_eval(nn_dtype dt, nn_loss_kind kind, double arg,
+                       double *loss, void *dpred, const void *pred,
+                       const int64_t *labels, const void *T, const void *w,
+                       size_t N, size_t C)
 {
     double sum = 0, scale = 1.0 / (double)N;
     nn_status st =
         dt == NN_F32
-            ? nn_loss_rows_f32(kind, &sum, dpred, pred, labels, T, w, N, C,
-                               scale)
-            : nn_loss_rows_f64(kind, &sum, dpred, pred, labels, T, w, N, C,
-                               scale);
+            ? nn_loss_rows_f32(kind, arg, &sum, dpred, pred, labels, T, w, N,
+                               C, scale)
+            : nn_loss_rows_f64(kind, arg, &sum, dpred, pred, labels, T, w, N,
+                               C, scale);
     if (st == NN_OK)
         *loss = sum * scale;
     return st;
+}
+
+nn_status nn_metric_eval(nn_dtype dt, nn_metric_kind kind, double *sum,
+                         const void *pred, const int64_t *labels,
+                         const void *T, const void *w, size_t N, size_t C,
+                         double threshold)
+{
+    return dt == NN_F32 ? nn_metric_rows_f32(kind, sum, pred, labels, T, w,
+                                             N, C, threshold)
+                        : nn_metric_rows_f64(kind, sum, pred, labels, T, w,
+                                             N, C, threshold);
+}
+
+double nn_loss_threshold(nn_loss_kind kind)
+{
+    return kind == NN_LOSS_CATEGORICAL_XENT ||
+                   kind == NN_LOSS_BINARY_XENT_PROBS
+               ? 0.5
+               : 0.0;
 }

@@ -497,8 +497,10 @@ nn_status nn_ws_init(nn_ws *ws, const nn_graph *g)
                               sizeof *ws->part_sums);
     ws->part_correct = nn_calloc(NN_SPLIT_MAX * g->n_outputs,
                                  sizeof *ws->part_correct);
+    ws->part_metrics = nn_calloc(NN_SPLIT_MAX * g->n_outputs,
+                                 NN_METRIC_COUNT * sizeof *ws->part_metrics);
     if (!ws->val || !ws->gval || !ws->opws || !ws->part_sums ||
-        !ws->part_correct) {
+        !ws->part_correct || !ws->part_metrics) {
         nn_ws_free(ws);
         return NN_ERR_NOMEM;
     }
@@ -516,6 +518,7 @@ void nn_ws_free(nn_ws *ws)
     nn_free(ws->opws);
     nn_free(ws->part_sums);
     nn_free(ws->part_correct);
+    nn_free(ws->part_metrics);
     for (k = 0; k < 2; k++) {
         nn_free(ws->xb[k]);
         nn_free(ws->tb[k]);

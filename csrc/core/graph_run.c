@@ -323,12 +323,33 @@ static nn_status FN(commit_all)(const nn_graph *g, const nn_ws *ws,
 
 /* ---- losses ---- */
 
-/* The losses of rows [r0, r1) (of N): per output j its sum into sums[j]
- * and rows right into correct[j] (when not NULL); gradients into the
- * outputs' gradient blocks, scaled by the loss weight / N. */
+/* The metrics asked for by mask (bits 1u << nn_metric_kind) of n rows,
+ * their sums into out[m] (NN_METRIC_COUNT; 0 for those not asked for) */
+static nn_status FN(metrics_rows)(unsigned mask, double *out,
+                                  const real *pred, const int64_t *labels,
+                                  const real *T, const real *w, size_t n,
+                                  size_t C, double threshold)
+{
+    unsigned m;
+    nn_status st = NN_OK;
+    for (m = 0; m < NN_METRIC_COUNT && st == NN_OK; m++) {
+        out[m] = 0;
+        if (mask & (1u << m))
+            st = FN(nn_metric_rows)((nn_metric_kind)m, &out[m], pred, labels,
+                                    T, w, n, C, threshold);
+    }
+    return st;
+}
+
+/* The losses of rows [r0, r1) (of N): per output j its sum into sums[j],
+ * rows right into correct[j] (when not NULL) and, when the targets ask
+ * for metrics, their sums into metrics[j * NN_METRIC_COUNT + m];
+ * gradients into the outputs' gradient blocks, scaled by the loss
+ * weight / N. */
 static nn_status FN(losses_rows)(const nn_graph *g, const nn_ws *ws,
                                  const nn_targets *tg, size_t r0, size_t r1,
-                                 size_t N, double *sums, size_t *correct)
+                                 size_t N, double *sums, size_t *correct,
+                                 double *metrics)
 {
     size_t j, n = r1 - r0;
     nn_status st = NN_OK;
@@ -338,11 +359,16 @@ static nn_status FN(losses_rows)(const nn_graph *g, const nn_ws *ws,
         const int64_t *labels = tg->labels[j] ? tg->labels[j] + r0 : NULL;
         const real *T = tg->T[j] ? (const real *)tg->T[j] + r0 * C : NULL;
         const real *w = tg->w ? (const real *)tg->w + r0 : NULL;
-        st = FN(nn_loss_rows)(tg->kind[j], &sums[j],
-                              (real *)ws->gval[v] + r0 * C, pred, labels, T,
-                              w, n, C, tg->weight[j] / (double)N);
+        double thr = nn_loss_threshold(tg->kind[j]);
+        st = FN(nn_loss_rows)(tg->kind[j], tg->arg ? tg->arg[j] : 0,
+                              &sums[j], (real *)ws->gval[v] + r0 * C, pred,
+                              labels, T, w, n, C, tg->weight[j] / (double)N);
         if (st == NN_OK && correct)
-            correct[j] = FN(nn_count_correct)(pred, labels, T, n, C);
+            correct[j] = FN(nn_count_correct)(pred, labels, T, n, C, thr);
+        if (st == NN_OK && tg->metrics)
+            st = FN(metrics_rows)(tg->metrics[j],
+                                  metrics + j * NN_METRIC_COUNT, pred,
+                                  labels, T, w, n, C, thr);
     }
     return st;
 }
@@ -390,7 +416,9 @@ static nn_status FN(split_phase1)(FN(split) *s, size_t part)
         return st;
     st = FN(losses_rows)(g, s->ws, s->tg, r0, r1, s->N,
                          s->ws->part_sums + part * n_out,
-                         s->ws->part_correct + part * n_out);
+                         s->ws->part_correct + part * n_out,
+                         s->ws->part_metrics +
+                             part * n_out * NN_METRIC_COUNT);
     for (k = g->n_nodes; k-- > 0 && st == NN_OK;)
         if (g->train.run_bwd[k])
             st = FN(node_backward)(g, s->ws, s->run, &g->train, k, r0, r1,
@@ -482,7 +510,8 @@ static nn_status FN(step_whole)(const nn_graph *g, nn_ws *ws,
     nn_status st = FN(forward_rows)(g, ws, run, 0, N, N);
     if (st == NN_OK)
         st = FN(losses_rows)(g, ws, tg, 0, N, N, res->loss_sum,
-                             res->correct);
+                             res->correct,
+                             tg->metrics ? res->metric_sum : NULL);
     if (st != NN_OK)
         return st;
     res->loss = FN(total_loss)(g, tg, res->loss_sum, N);
@@ -500,6 +529,18 @@ static nn_status FN(step_whole)(const nn_graph *g, nn_ws *ws,
     if (st == NN_OK && deferred)
         st = FN(deferred_updates)(g, opt, map, hooks, 0);
     return st;
+}
+
+/* out[i] = the sum over parts of part[p * n + i], i in [0, n) */
+static void FN(sum_parts)(double *out, const double *part, size_t parts,
+                          size_t n)
+{
+    size_t p, i;
+    for (i = 0; i < n; i++) {
+        out[i] = 0;
+        for (p = 0; p < parts; p++)
+            out[i] += part[p * n + i];
+    }
 }
 
 static nn_status FN(step_split)(const nn_graph *g, nn_ws *ws,
@@ -524,16 +565,15 @@ static nn_status FN(step_split)(const nn_graph *g, nn_ws *ws,
     st = FN(run_parts)(&s, FN(split_phase1_chunk));
     if (st != NN_OK)
         return st;
-    for (j = 0; j < n_out; j++) {
-        res->loss_sum[j] = 0;
-        if (res->correct)
-            res->correct[j] = 0;
-        for (p = 0; p < parts; p++) {
-            res->loss_sum[j] += ws->part_sums[p * n_out + j];
-            if (res->correct)
-                res->correct[j] += ws->part_correct[p * n_out + j];
-        }
+    FN(sum_parts)(res->loss_sum, ws->part_sums, parts, n_out);
+    for (j = 0; j < n_out && res->correct; j++) {
+        res->correct[j] = 0;
+        for (p = 0; p < parts; p++)
+            res->correct[j] += ws->part_correct[p * n_out + j];
     }
+    if (tg->metrics)
+        FN(sum_parts)(res->metric_sum, ws->part_metrics, parts,
+                      n_out * NN_METRIC_COUNT);
     res->loss = FN(total_loss)(g, tg, res->loss_sum, N);
     if (!isfinite(res->loss))
         return NN_ERR_NONFINITE;   /* nothing updated */
@@ -729,7 +769,7 @@ nn_status FN(nn_graph_fit_epoch_impl)(nn_graph *g, nn_ws *ws, nn_run *run,
     size_t stride = n < batch ? n : batch;   /* rows of a gather buffer */
     const void *x[NN_MAX_IN], *T[NN_MAX_IN];
     const int64_t *labels[NN_MAX_IN];
-    double sums[NN_MAX_IN];
+    double sums[NN_MAX_IN], msums[NN_MAX_IN * NN_METRIC_COUNT];
     size_t correct[NN_MAX_IN];
     nn_targets btg;
     nn_step_result step;
@@ -739,6 +779,7 @@ nn_status FN(nn_graph_fit_epoch_impl)(nn_graph *g, nn_ws *ws, nn_run *run,
     int k = 0;
     step.loss_sum = sums;
     step.correct = correct;
+    step.metric_sum = msums;
     if (order) {
         FN(plan_gather)(&gather, g, ws, 0, X, tg, order, 0, stride, stride);
         nn_gather_init(&task, &gather);
@@ -776,6 +817,8 @@ nn_status FN(nn_graph_fit_epoch_impl)(nn_graph *g, nn_ws *ws, nn_run *run,
             res->loss_sum_out[j] += step.loss_sum[j];
             res->correct[j] += correct[j];
         }
+        for (j = 0; tg->metrics && j < n_out * NN_METRIC_COUNT; j++)
+            res->metric_sum[j] += msums[j];
         res->seen += bs;
         if (progress && progress(ctx, b, n_batches, res)) {
             st = NN_ERR_INTERRUPTED;

@@ -1,16 +1,36 @@
 /*
- * loss.c (template): losses on a batch of predictions pred (N, C).
- * Every loss is averaged over the batch (the 1/N of the notes), with an
- * optional weight w[n] per row, and is accumulated in double. Targets come
- * as labels (N) of class ids or as dense rows T (N, C). dpred (N, C)
- * receives dL/dpred (times a loss weight when several losses add up).
+ * loss.c (template): losses and metrics on a batch of predictions pred
+ * (N, C). Every loss is averaged over the batch (the 1/N of the notes),
+ * with an optional weight w[n] per row, and is accumulated in double.
+ * Targets come as labels (N) of class ids or as dense rows T (N, C).
+ * dpred (N, C) receives dL/dpred (times a loss weight when several losses
+ * add up).
  *   softmax cross-entropy  L = 1/N sum_n [ lse(z_n) sum_c T_nc - T_n . z_n ],
  *                          computed shifted: lse - z = log sum e^(z-m) - (z - m)
  *                          dz = (softmax(z) sum_c T_nc - T) / N
  *   NLL on log-probs       L = -1/N sum T . logp,   dlogp = -T / N
  *   binary cross-entropy   L = 1/N sum softplus(z) - y z,  dz = (sigmoid(z) - y) / N
  *   squared error          L = 1/N sum 1/2 (yhat - y)^2,   dyhat = (yhat - y) / N
- * With labels, T is the one-hot row of the label.
+ * On probabilities (Keras's from_logits=False), clip(u) = u clipped to
+ * [eps, 1 - eps], eps = NN_PROB_EPS, whose derivative is 0 outside:
+ *   categorical            u = p / sum_c p_c (per row), q = clip(u),
+ *                          L = -1/N sum_n T_n . log q_n
+ *                          a_c = dL/du_c = -T_c / u_c where u_c is not
+ *                          clipped, else 0
+ *                          dp_k = (a_k - sum_c a_c u_c) / (N sum_c p_c)
+ *   binary                 q = clip(p), summed over the C outputs:
+ *                          L = -1/N sum [y log q + (1 - y) log(1 - q)]
+ *                          dp = (q - y) / (q (1 - q)) / N where p is not
+ *                          clipped, else 0
+ * The mean over all N C elements (torch's and Keras's regression losses),
+ * d = yhat - y:
+ *   Huber (delta)          L = 1/(N C) sum [|d| <= delta ? d^2 / 2
+ *                                           : delta (|d| - delta / 2)]
+ *                          dyhat = clamp(d, -delta, delta) / (N C)
+ *   absolute error         L = 1/(N C) sum |d|,   dyhat = sign(d) / (N C),
+ *                          sign(0) = 0 (torch's subgradient)
+ * With labels, T is the one-hot row of the label. NaN in a prediction
+ * gives a NaN loss (and gradient) in every kind.
  */
 #ifndef NN_SFX
 #error "template: compiled through dtype_f32.c / dtype_f64.c"
@@ -248,16 +268,143 @@ static nn_status FN(mse_rows)(double *sum, real *dpred, const real *pred,
     return NN_OK;
 }
 
+/* Row n's target at class c: T[n, c], or the one-hot row of labels[n] */
+NN_INLINE double FN(target_at)(const int64_t *labels, const real *T,
+                               size_t n, size_t C, size_t c)
+{
+    return labels ? (double)((uint64_t)labels[n] == (uint64_t)c)
+                  : (double)T[n * C + c];
+}
+
+/* Whether clip() lets u through (its derivative is 1 there): NaN does */
+NN_INLINE int FN(prob_passes)(double u)
+{
+    return !(u < NN_PROB_EPS || u > 1 - NN_PROB_EPS);
+}
+
+/* u clipped to [eps, 1 - eps]; NaN stays NaN */
+NN_INLINE double FN(prob_clip)(double u)
+{
+    return u < NN_PROB_EPS ? NN_PROB_EPS
+                           : (u > 1 - NN_PROB_EPS ? 1 - NN_PROB_EPS : u);
+}
+
+/* Row n of the cross-entropy on probabilities p (C): returns its loss,
+ * its gradient times gs into g (see the header for the formulas). */
+static double FN(categorical_row)(real *g, const real *p,
+                                  const int64_t *labels, const real *T,
+                                  size_t n, size_t C, double gs)
+{
+    size_t c;
+    double S = 0, row = 0, au = 0;   /* au = sum_c a_c u_c */
+    for (c = 0; c < C; c++)
+        S += (double)p[c];
+    for (c = 0; c < C; c++) {
+        double t = FN(target_at)(labels, T, n, C, c), u = (double)p[c] / S;
+        row -= t * log(FN(prob_clip)(u));
+        if (FN(prob_passes)(u))
+            au -= t;   /* a_c u_c = -t_c */
+    }
+    for (c = 0; c < C; c++) {
+        double t = FN(target_at)(labels, T, n, C, c), u = (double)p[c] / S;
+        double a = FN(prob_passes)(u) ? -t / u : 0;
+        g[c] = (real)((a - au) / S * gs);
+    }
+    return row;
+}
+
+static nn_status FN(categorical_xent_rows)(double *sum, real *dpred,
+                                           const real *pred,
+                                           const int64_t *labels,
+                                           const real *T, const real *w,
+                                           size_t N, size_t C, double scale)
+{
+    size_t n;
+    double total = 0;
+    if (labels && FN(check_labels)(labels, N, C) != NN_OK)
+        return NN_ERR_LABEL;
+    if (!labels && !T)
+        return NN_ERR_ARG;
+    for (n = 0; n < N; n++)
+        total += ROW_WEIGHT(w, n) *
+                 FN(categorical_row)(dpred + n * C, pred + n * C, labels, T,
+                                     n, C, ROW_SCALE(w, n, scale));
+    *sum = total;
+    return NN_OK;
+}
+
+static nn_status FN(binary_xent_probs_rows)(double *sum, real *dpred,
+                                            const real *pred, const real *T,
+                                            const real *w, size_t N,
+                                            size_t C, double scale)
+{
+    size_t n, c;
+    double total = 0;
+    if (!T)
+        return NN_ERR_ARG;
+    for (n = 0; n < N; n++) {
+        double gs = ROW_SCALE(w, n, scale), row = 0;
+        for (c = 0; c < C; c++) {
+            size_t i = n * C + c;
+            double p = pred[i], y = T[i], q = FN(prob_clip)(p);
+            row -= y * log(q) + (1 - y) * log1p(-q);
+            dpred[i] = FN(prob_passes)(p)
+                           ? (real)((q - y) / (q * (1 - q)) * gs)
+                           : 0;
+        }
+        total += ROW_WEIGHT(w, n) * row;
+    }
+    *sum = total;
+    return NN_OK;
+}
+
+/* Huber (delta > 0) or, with delta 0, absolute error: their value at d
+ * and their derivative into *g */
+NN_INLINE double FN(robust_elem)(double d, double delta, double *g)
+{
+    double a = fabs(d);
+    if (delta == 0) {
+        *g = d > 0 ? 1 : (d < 0 ? -1 : d);   /* sign(0) = 0, NaN stays */
+        return a;
+    }
+    *g = d < -delta ? -delta : (d > delta ? delta : d);
+    return a <= delta ? 0.5 * d * d : delta * (a - 0.5 * delta);
+}
+
+/* Huber (delta > 0) or absolute error (delta 0), averaged over all N C
+ * elements: each row's loss is the mean over its outputs */
+static nn_status FN(robust_rows)(double *sum, real *dpred, const real *pred,
+                                 const real *T, const real *w, size_t N,
+                                 size_t C, double scale, double delta)
+{
+    size_t n, c;
+    double total = 0;
+    if (!T)
+        return NN_ERR_ARG;
+    for (n = 0; n < N; n++) {
+        double gs = ROW_SCALE(w, n, scale) / (double)C, row = 0;
+        for (c = 0; c < C; c++) {
+            size_t i = n * C + c;
+            double g;
+            row += FN(robust_elem)((double)pred[i] - (double)T[i], delta, &g);
+            dpred[i] = (real)(g * gs);
+        }
+        total += ROW_WEIGHT(w, n) * row / (double)C;
+    }
+    *sum = total;
+    return NN_OK;
+}
+
 /*
  * Rows [0, N), maybe of a larger batch: *sum receives the (weighted) sum
  * of their losses and dpred their gradients times scale (1 / the whole
  * batch's rows, times the loss's weight), so the parts of a batch split
- * between threads add up to the batch's loss.
+ * between threads add up to the batch's loss. arg: Huber's delta (> 0).
  */
-nn_status FN(nn_loss_rows)(nn_loss_kind kind, double *sum, real *dpred,
-                           const real *pred, const int64_t *labels,
-                           const real *T, const real *w, size_t N, size_t C,
-                           double scale)
+nn_status FN(nn_loss_rows)(nn_loss_kind kind, double arg, double *sum,
+                           real *dpred, const real *pred,
+                           const int64_t *labels, const real *T,
+                           const real *w, size_t N, size_t C, double scale)
 {
     switch (kind) {
     case NN_LOSS_SOFTMAX_XENT:
@@ -269,6 +416,18 @@ nn_status FN(nn_loss_rows)(nn_loss_kind kind, double *sum, real *dpred,
         return FN(binary_xent_rows)(sum, dpred, pred, T, w, N, C, scale);
     case NN_LOSS_MSE:
         return FN(mse_rows)(sum, dpred, pred, T, w, N, C, scale);
+    case NN_LOSS_CATEGORICAL_XENT:
+        return FN(categorical_xent_rows)(sum, dpred, pred, labels, T, w, N,
+                                         C, scale);
+    case NN_LOSS_BINARY_XENT_PROBS:
+        return FN(binary_xent_probs_rows)(sum, dpred, pred, T, w, N, C,
+                                          scale);
+    case NN_LOSS_HUBER:
+        if (!(arg > 0 && isfinite(arg)))
+            return NN_ERR_ARG;
+        return FN(robust_rows)(sum, dpred, pred, T, w, N, C, scale, arg);
+    case NN_LOSS_MAE:
+        return FN(robust_rows)(sum, dpred, pred, T, w, N, C, scale, 0);
     default:
         return NN_ERR_ARG;
     }
@@ -289,14 +448,15 @@ static size_t FN(row_argmax)(const real *z, size_t C)
 }
 
 size_t FN(nn_count_correct)(const real *pred, const int64_t *labels,
-                            const real *T, size_t N, size_t C)
+                            const real *T, size_t N, size_t C,
+                            double threshold)
 {
     size_t n, correct = 0;
     for (n = 0; n < N; n++) {
         const real *p = pred + n * C;
         if (C == 1) {
             int yes = labels ? labels[n] == 1 : T[n] > (real)0.5;
-            correct += p[0] == p[0] && (p[0] > 0) == yes;
+            correct += p[0] == p[0] && ((double)p[0] > threshold) == yes;
         } else {
             size_t guess = FN(row_argmax)(p, C);
             size_t truth = labels ? (size_t)labels[n]
@@ -305,4 +465,87 @@ size_t FN(nn_count_correct)(const real *pred, const int64_t *labels,
         }
     }
     return correct;
+}
+
+/* ---- metrics ---- */
+
+/* Mean over the row's outputs of (p - t)^2 (squared 1) or |p - t| */
+static double FN(row_error)(const real *p, const int64_t *labels,
+                            const real *T, size_t n, size_t C, int squared)
+{
+    size_t c;
+    double acc = 0;
+    for (c = 0; c < C; c++) {
+        double d = (double)p[c] - FN(target_at)(labels, T, n, C, c);
+        acc += squared ? d * d : fabs(d);
+    }
+    return acc / (double)C;
+}
+
+/* Fraction of the row's outputs on the target's side of the threshold */
+static double FN(row_binary_accuracy)(const real *p, const int64_t *labels,
+                                      const real *T, size_t n, size_t C,
+                                      double threshold)
+{
+    size_t c, right = 0;
+    for (c = 0; c < C; c++) {
+        int yes = FN(target_at)(labels, T, n, C, c) > 0.5;
+        right += p[c] == p[c] && ((double)p[c] > threshold) == yes;
+    }
+    return (double)right / (double)C;
+}
+
+/* 1 when class `truth` is among the k largest of p (C): fewer than k
+ * values are larger. 0 for a row holding a NaN or truth >= C. */
+static double FN(row_in_top_k)(const real *p, size_t truth, size_t C,
+                               size_t k)
+{
+    size_t c, above = 0;
+    for (c = 0; c < C; c++)
+        if (p[c] != p[c])
+            return 0;
+    if (truth >= C)
+        return 0;
+    if (C <= k)
+        return 1;
+    for (c = 0; c < C; c++)
+        above += p[c] > p[truth];
+    return above < k;
+}
+
+static double FN(metric_row)(nn_metric_kind kind, const real *p,
+                             const int64_t *labels, const real *T, size_t n,
+                             size_t C, double threshold)
+{
+    switch (kind) {
+    case NN_METRIC_MSE:
+        return FN(row_error)(p, labels, T, n, C, 1);
+    case NN_METRIC_MAE:
+        return FN(row_error)(p, labels, T, n, C, 0);
+    case NN_METRIC_BINARY_ACCURACY:
+        return FN(row_binary_accuracy)(p, labels, T, n, C, threshold);
+    default:   /* NN_METRIC_TOP_K */
+        return FN(row_in_top_k)(p,
+                                labels ? (size_t)labels[n]
+                                       : FN(row_argmax)(T + n * C, C),
+                                C, NN_TOP_K);
+    }
+}
+
+nn_status FN(nn_metric_rows)(nn_metric_kind kind, double *sum,
+                             const real *pred, const int64_t *labels,
+                             const real *T, const real *w, size_t N,
+                             size_t C, double threshold)
+{
+    size_t n;
+    double total = 0;
+    if ((unsigned)kind >= NN_METRIC_COUNT || (!labels && !T))
+        return NN_ERR_ARG;
+    if (labels && FN(check_labels)(labels, N, C) != NN_OK)
+        return NN_ERR_LABEL;
+    for (n = 0; n < N; n++)
+        total += ROW_WEIGHT(w, n) * FN(metric_row)(kind, pred + n * C, labels,
+                                                   T, n, C, threshold);
+    *sum = total;
+    return NN_OK;
 }

@@ -407,13 +407,50 @@ NN_DECLARE_PG(double, f64)
 /* Kernels, per dtype                                                  */
 /* ------------------------------------------------------------------ */
 
+/* Loss kinds. The cross-entropies come on logits (SOFTMAX_XENT,
+ * BINARY_XENT) or on probabilities (CATEGORICAL_XENT, BINARY_XENT_PROBS:
+ * clipped to [NN_PROB_EPS, 1 - NN_PROB_EPS] as Keras does). HUBER takes an
+ * argument, its delta (> 0). See loss.c for the formulas. */
 typedef enum nn_loss_kind {
     NN_LOSS_SOFTMAX_XENT = 0,
     NN_LOSS_BINARY_XENT,
     NN_LOSS_MSE,
     NN_LOSS_NLL,
+    NN_LOSS_CATEGORICAL_XENT,
+    NN_LOSS_BINARY_XENT_PROBS,
+    NN_LOSS_HUBER,
+    NN_LOSS_MAE,
     NN_LOSS_KIND_COUNT
 } nn_loss_kind;
+
+/* The clipping of probabilities (Keras's backend.epsilon()) */
+#define NN_PROB_EPS 1e-7
+
+/* Where a single output (C == 1) counts as positive for accuracy: a
+ * logit > 0, a probability > 0.5 (the probability kinds). */
+double nn_loss_threshold(nn_loss_kind kind);
+
+/* Metrics measured during training (per row; their sums over rows are
+ * reported):
+ *   MSE              mean over the C outputs of (pred - t)^2, so sum / N is
+ *                    scikit-learn's and Keras's mean_squared_error
+ *   MAE              mean over the outputs of |pred - t|
+ *   BINARY_ACCURACY  mean over the outputs of [(pred > threshold) ==
+ *                    (t > 0.5)]; a NaN prediction is never right
+ *   TOP_K            1 when the label (or the argmax of a dense target
+ *                    row) is among the NN_TOP_K largest predictions (ties
+ *                    at the boundary count as in: fewer than k values are
+ *                    larger); 0 for a row holding a NaN; 1 when C <= k
+ * With labels, the target row t is the one-hot row of the label. */
+typedef enum nn_metric_kind {
+    NN_METRIC_MSE = 0,
+    NN_METRIC_MAE,
+    NN_METRIC_BINARY_ACCURACY,
+    NN_METRIC_TOP_K,
+    NN_METRIC_COUNT
+} nn_metric_kind;
+
+#define NN_TOP_K 5
 
 #define NN_DECLARE_KERNELS(real, sfx)                                        \
 /* General matrix product on row-major buffers:                           \
@@ -448,28 +485,47 @@ void nn_softmax_forward_##sfx(real *out, const real *inp, size_t N,        \
 void nn_log_softmax_forward_##sfx(real *out, const real *inp, size_t N,    \
                                   size_t C);                               \
 /* Losses (nn_loss_kind). pred (N, C). Targets: labels (N) int64 OR       \
- * T (N, C), exactly one non-NULL (MSE and BCE take T only). w (N) or      \
- * NULL: a weight per row. *sum receives the sum over rows of w[n] times   \
- * row n's loss, and dpred (N, C), when not NULL, its gradient times      \
- * scale (1 / the whole batch's rows, times a loss weight). Rows [0, N)    \
- * may be part of a bigger batch (a split step). */                        \
-nn_status nn_loss_rows_##sfx(nn_loss_kind kind, double *sum, real *dpred,  \
-                             const real *pred, const int64_t *labels,      \
-                             const real *T, const real *w, size_t N,       \
-                             size_t C, double scale);                      \
-/* Rows whose prediction matches the target: argmax for C > 1, logit > 0  \
- * vs target > 0.5 for C == 1 (the one accuracy of nnlayers). */           \
+ * T (N, C), exactly one non-NULL (the class-id kinds SOFTMAX_XENT, NLL    \
+ * and CATEGORICAL_XENT take either, the others T only). arg: the kind's   \
+ * argument (Huber's delta; ignored by the others). w (N) or NULL: a       \
+ * weight per row. *sum receives the sum over rows of w[n] times row n's   \
+ * loss, and dpred (N, C) its gradient times scale (1 / the whole batch's  \
+ * rows, times a loss weight). Rows [0, N) may be part of a bigger batch   \
+ * (a split step). */                                                      \
+nn_status nn_loss_rows_##sfx(nn_loss_kind kind, double arg, double *sum,   \
+                             real *dpred, const real *pred,                \
+                             const int64_t *labels, const real *T,         \
+                             const real *w, size_t N, size_t C,            \
+                             double scale);                                \
+/* Rows whose prediction matches the target: argmax for C > 1; for C == 1 \
+ * pred > threshold (nn_loss_threshold) vs target > 0.5 (label == 1). A    \
+ * row holding a NaN is never right. */                                    \
 size_t nn_count_correct_##sfx(const real *pred, const int64_t *labels,     \
-                              const real *T, size_t N, size_t C);
+                              const real *T, size_t N, size_t C,           \
+                              double threshold);                           \
+/* *sum = the sum over rows of w[n] (1 without w) times metric `kind` of   \
+ * row n (nn_metric_kind); targets as for the losses; threshold for        \
+ * BINARY_ACCURACY. NN_ERR_ARG for an unknown kind or no target,           \
+ * NN_ERR_LABEL for a label outside [0, C). */                             \
+nn_status nn_metric_rows_##sfx(nn_metric_kind kind, double *sum,           \
+                               const real *pred, const int64_t *labels,    \
+                               const real *T, const real *w, size_t N,     \
+                               size_t C, double threshold);
 
 NN_DECLARE_KERNELS(float, f32)
 NN_DECLARE_KERNELS(double, f64)
 
 /* The mean loss over a batch (1/N, or per-row weights w) for either dtype,
- * with dL/dpred into dpred when not NULL. */
-nn_status nn_loss_eval(nn_dtype dt, nn_loss_kind kind, double *loss,
-                       void *dpred, const void *pred, const int64_t *labels,
-                       const void *T, const void *w, size_t N, size_t C);
+ * with dL/dpred into dpred (N, C). */
+nn_status nn_loss_eval(nn_dtype dt, nn_loss_kind kind, double arg,
+                       double *loss, void *dpred, const void *pred,
+                       const int64_t *labels, const void *T, const void *w,
+                       size_t N, size_t C);
+/* nn_metric_rows for either dtype */
+nn_status nn_metric_eval(nn_dtype dt, nn_metric_kind kind, double *sum,
+                         const void *pred, const int64_t *labels,
+                         const void *T, const void *w, size_t N, size_t C,
+                         double threshold);
 
 /* ------------------------------------------------------------------ */
 /* Optimizers (optim.c; one file per kind: sgd.c, ...)                 */
@@ -655,28 +711,40 @@ typedef struct nn_ws {
     double *part_sums;       /* a split step's loss sums, per part and
                                 output */
     size_t *part_correct;
+    double *part_metrics;    /* its metric sums, per part, output and
+                                metric (NN_METRIC_COUNT) */
 } nn_ws;
 
 nn_status nn_ws_init(nn_ws *ws, const nn_graph *g);
 void nn_ws_free(nn_ws *ws);
 
-/* What a training step minimises: per output k a loss kind, a weight,
+/* What a training step minimises: per output k a loss kind, its argument
+ * (arg[k], Huber's delta; arg NULL when no loss takes one), a weight,
  * and its targets (labels[k] (N) or T[k] (N, width of output k), one
- * NULL), and an optional per-row weight w (N) shared by every output. */
+ * NULL), and an optional per-row weight w (N) shared by every output.
+ * metrics (NULL: none) asks for metrics per output: bit 1u << m of
+ * metrics[k] for nn_metric_kind m. */
 typedef struct nn_targets {
     const nn_loss_kind *kind;
+    const double *arg;
     const double *weight;
     const int64_t *const *labels;
     const void *const *T;
     const void *w;
+    const unsigned *metrics;
 } nn_targets;
 
-/* Per output, what a step measured: loss sums (weighted by w) and rows
- * classified right. */
+/* Per output, what a step measured: loss sums (weighted by w), rows
+ * classified right, and the metrics asked for. */
 typedef struct nn_step_result {
     double loss;             /* the weighted total, averaged over rows */
     double *loss_sum;        /* per output: sum over rows */
     size_t *correct;         /* per output, or NULL */
+    double *metric_sum;      /* read only when the targets ask for metrics:
+                                per output k, metric m at
+                                [k * NN_METRIC_COUNT + m], the sum over
+                                rows (weighted by w); 0 for those not
+                                asked for */
 } nn_step_result;
 
 
@@ -740,6 +808,8 @@ typedef struct nn_epoch_result {
     double loss_sum;         /* sum over rows of the total loss */
     double *loss_sum_out;    /* per output (the caller's array, zeroed) */
     size_t *correct;         /* per output (likewise) */
+    double *metric_sum;      /* when the targets ask for metrics: per
+                                output * NN_METRIC_COUNT (likewise) */
     size_t seen;
     size_t failed_batch;     /* batch index of a non-finite loss */
     double last_loss;        /* the loss of the last batch (or the

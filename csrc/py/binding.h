@@ -127,13 +127,22 @@ extern PyType_Spec nn_model_spec;
 /* ---- Loss ---- */
 typedef struct {
     PyObject_HEAD
-    nn_loss_kind kind;
+    nn_loss_kind kind;         /* the core's kind (logits or probabilities) */
+    double arg;                /* its argument: Huber's delta, else 0 */
     PyArrayObject *grad;       /* dL/dpred of the last forward */
     int busy;
 } LossObject;
 
 extern PyType_Spec nn_loss_spec;
 int nn_loss_is_classification(nn_loss_kind k);
+/* Training metrics (loss.c): masks[k] (bits 1u << nn_metric_kind) from
+ * spec, one tuple of metric names per output ("mse", "mae",
+ * "binary_accuracy", "top_k_categorical_accuracy"); and the list, one
+ * dict name -> sum per output, of the sums (n_out * NN_METRIC_COUNT) of
+ * the metrics asked for. */
+int nn_parse_metrics(PyObject *spec, size_t n_out, unsigned *masks);
+PyObject *nn_metric_sums_list(const double *sums, const unsigned *masks,
+                              size_t n_out);
 
 /* ---- Optimizer ---- */
 typedef struct {
@@ -170,6 +179,10 @@ PyObject *nn_view(PyObject *owner, void *data, int dt, int nd,
 int nn_prepare_target(PyObject *y, nn_loss_kind kind, int dt, size_t N,
                       size_t C, const char *name, PyArrayObject **labels,
                       PyArrayObject **dense);
+/* Per-row weights (N,) for pred of N rows, dtype dt: finite, >= 0.
+ * A new reference, or NULL with an exception naming `name`. */
+PyArrayObject *nn_prepare_row_weights(PyObject *w, int dt, size_t N,
+                                      const char *name);
 void nn_set_status_error(nn_module_state *st, nn_status s, const char *what);
 /* 0 when every value of a (N, D) array of dtype dt is finite; else -1 with
  * a ValueError naming `name`, the first bad row and its column */

@@ -5,6 +5,7 @@
  */
 #include "binding.h"
 
+#include <float.h>
 #include <math.h>
 
 uint64_t nn_input_copies = 0;
@@ -264,15 +265,45 @@ static PyArrayObject *prepare_labels(PyArrayObject *y, size_t C)
     return labels;
 }
 
+/* The first of d's n values (dtype dt) outside [lo, hi] (NaN is), or -1;
+ * its value into *v */
+static npy_intp first_outside(PyArrayObject *d, int dt, double lo, double hi,
+                              double *v)
+{
+    npy_intp i, n = PyArray_SIZE(d);
+    for (i = 0; i < n; i++) {
+        *v = dt == NN_F32 ? ((const float *)PyArray_DATA(d))[i]
+                          : ((const double *)PyArray_DATA(d))[i];
+        if (!(*v >= lo && *v <= hi))
+            return i;
+    }
+    return -1;
+}
+
+/* (N, 1) -> (N,): class ids given as a column */
+static PyArrayObject *column_to_flat(PyArrayObject *arr)
+{
+    npy_intp dims[1] = {PyArray_DIM(arr, 0)};
+    PyArray_Dims shape = {dims, 1};
+    PyArrayObject *r = (PyArrayObject *)PyArray_Newshape(arr, &shape,
+                                                         NPY_CORDER);
+    Py_DECREF(arr);
+    return r;
+}
+
 int nn_prepare_target(PyObject *y, nn_loss_kind kind, int dt, size_t N,
                       size_t C, const char *name, PyArrayObject **labels,
                       PyArrayObject **dense)
 {
     PyArrayObject *arr = as_real_array(y, name);
-    int class_ids = kind == NN_LOSS_SOFTMAX_XENT || kind == NN_LOSS_NLL;
+    int class_ids = kind == NN_LOSS_SOFTMAX_XENT || kind == NN_LOSS_NLL ||
+                    kind == NN_LOSS_CATEGORICAL_XENT;
     int rc = -1;
     *labels = NULL;
     *dense = NULL;
+    if (arr && class_ids && C > 1 && PyArray_NDIM(arr) == 2 &&
+        PyArray_DIM(arr, 1) == 1)
+        arr = column_to_flat(arr);
     if (!arr)
         return -1;
     if (PyArray_NDIM(arr) == 1) {
@@ -301,7 +332,8 @@ int nn_prepare_target(PyObject *y, nn_loss_kind kind, int dt, size_t N,
             PyErr_Format(PyExc_ValueError,
                          "%s must have shape (%zu, %zu) like the "
                          "predictions%s, got %R", name, N, C,
-                         class_ids ? " or (N,) of class ids" : "", shape);
+                         class_ids ? " or (N,) or (N, 1) of class ids" : "",
+                         shape);
             Py_XDECREF(shape);
             goto exit;
         }
@@ -328,20 +360,17 @@ int nn_prepare_target(PyObject *y, nn_loss_kind kind, int dt, size_t N,
                 goto exit;
             d = r;
         }
-        if (kind == NN_LOSS_BINARY_XENT) {
-            size_t i, n = N * C;
-            for (i = 0; i < n; i++) {
-                double v = dt == NN_F32 ? ((const float *)PyArray_DATA(d))[i]
-                                        : ((const double *)PyArray_DATA(d))[i];
-                if (!(v >= 0 && v <= 1)) {
-                    char buf[40];
-                    PyOS_snprintf(buf, sizeof buf, "%.17g", v);
-                    PyErr_Format(PyExc_ValueError,
-                                 "binary cross-entropy targets must be in "
-                                 "[0, 1], got %s at flat index %zu", buf, i);
-                    Py_DECREF(d);
-                    goto exit;
-                }
+        if (kind == NN_LOSS_BINARY_XENT || kind == NN_LOSS_BINARY_XENT_PROBS) {
+            double v;
+            npy_intp i = first_outside(d, dt, 0, 1, &v);
+            if (i >= 0) {
+                char buf[40];
+                PyOS_snprintf(buf, sizeof buf, "%.17g", v);
+                PyErr_Format(PyExc_ValueError,
+                             "binary cross-entropy targets must be in "
+                             "[0, 1], got %s at flat index %zd", buf, i);
+                Py_DECREF(d);
+                goto exit;
             }
         }
         *dense = d;
@@ -350,6 +379,40 @@ int nn_prepare_target(PyObject *y, nn_loss_kind kind, int dt, size_t N,
 exit:
     Py_DECREF(arr);
     return rc;
+}
+
+PyArrayObject *nn_prepare_row_weights(PyObject *w, int dt, size_t N,
+                                      const char *name)
+{
+    PyArrayObject *arr = as_real_array(w, name), *d;
+    npy_intp i;
+    double v;
+    if (!arr)
+        return NULL;
+    if (PyArray_NDIM(arr) != 1 || (size_t)PyArray_DIM(arr, 0) != N) {
+        PyObject *shape = shape_tuple(arr);
+        PyErr_Format(PyExc_ValueError,
+                     "%s must have shape (%zu,), one weight per row of the "
+                     "predictions, got %R", name, N, shape);
+        Py_XDECREF(shape);
+        Py_DECREF(arr);
+        return NULL;
+    }
+    d = nn_as_input((PyObject *)arr, dt, name, 1);
+    Py_DECREF(arr);
+    if (!d)
+        return NULL;
+    i = first_outside(d, dt, 0, DBL_MAX, &v);   /* also inf and NaN */
+    if (i >= 0) {
+        char buf[40];
+        PyOS_snprintf(buf, sizeof buf, "%.17g", v);
+        PyErr_Format(PyExc_ValueError,
+                     "%s must be finite and >= 0, got %s at index %zd", name,
+                     buf, i);
+        Py_DECREF(d);
+        return NULL;
+    }
+    return d;
 }
 
 void nn_set_status_error(nn_module_state *st, nn_status s, const char *what)

@@ -858,10 +858,11 @@ static PyObject *Model_zero_grad(ModelObject *self, PyObject *na)
 /* ---- training ---- */
 
 /* The losses per output from `loss` (one Loss for every output, or a
- * list of one per output) and their weights (None: all 1) */
+ * list of one per output), their arguments (Huber's delta) and their
+ * weights (None: all 1) */
 static int parse_losses(ModelObject *self, nn_module_state *st,
                         PyObject *loss_o, PyObject *weights_o,
-                        nn_loss_kind *kinds, double *weights)
+                        nn_loss_kind *kinds, double *args, double *weights)
 {
     size_t j, O = self->g.n_outputs;
     int listed = (PyList_Check(loss_o) || PyTuple_Check(loss_o)) &&
@@ -883,6 +884,7 @@ static int parse_losses(ModelObject *self, nn_module_state *st,
             return -1;
         }
         kinds[j] = ((LossObject *)l)->kind;
+        args[j] = ((LossObject *)l)->arg;
         weights[j] = 1;
     }
     if (weights_o == Py_None)
@@ -969,6 +971,8 @@ typedef struct {
     PyArrayObject *inputs[64];         /* the model's inputs */
     PyArrayObject *labels[64], *dense[64];
     nn_loss_kind kinds[64];
+    double args[64];                   /* the losses' (Huber's delta) */
+    unsigned metrics[64];              /* metrics asked for (fit only) */
     double weights[64];
     const int64_t *lp[64];
     const void *tp[64];
@@ -1004,7 +1008,8 @@ static int train_args_prepare(ModelObject *self, nn_module_state *st,
         a->inputs[j] = NULL;
     for (j = 0; j < self->g.n_outputs; j++)
         a->labels[j] = a->dense[j] = NULL;
-    if (parse_losses(self, st, loss, weights, a->kinds, a->weights) < 0)
+    if (parse_losses(self, st, loss, weights, a->kinds, a->args,
+                     a->weights) < 0)
         return -1;
     a->opt = claim_optimizer(self, st, opt);
     if (!a->opt)
@@ -1033,6 +1038,8 @@ static int train_args_prepare(ModelObject *self, nn_module_state *st,
         a->tp[j] = a->dense[j] ? PyArray_DATA(a->dense[j]) : NULL;
     }
     a->tg.kind = a->kinds;
+    a->tg.arg = a->args;
+    a->tg.metrics = NULL;   /* Model_fit_epoch sets them when asked */
     a->tg.weight = a->weights;
     a->tg.labels = a->lp;
     a->tg.T = a->tp;
@@ -1191,14 +1198,17 @@ bad:
 }
 
 /* _fit_epoch's result: (loss_sum, seen, stopped, per-output loss sums,
- * per-output rows right, failed) with failed None or (batch, loss) of a
- * non-finite loss */
+ * per-output rows right, failed, metric sums) with failed None or
+ * (batch, loss) of a non-finite loss, and metric sums None or one dict
+ * name -> sum over rows per output (metrics: the masks asked for, or
+ * NULL) */
 static PyObject *epoch_result(ModelObject *self, const nn_epoch_result *res,
-                              int stopped, int nonfinite)
+                              int stopped, int nonfinite,
+                              const unsigned *metrics)
 {
     PyObject *sums_o = PyList_New((Py_ssize_t)self->g.n_outputs);
     PyObject *correct_o = PyList_New((Py_ssize_t)self->g.n_outputs);
-    PyObject *failed = NULL, *result = NULL;
+    PyObject *failed = NULL, *msums_o = NULL, *result = NULL;
     size_t j;
     if (!sums_o || !correct_o)
         goto exit;
@@ -1213,17 +1223,21 @@ static PyObject *epoch_result(ModelObject *self, const nn_epoch_result *res,
         PyList_SET_ITEM(sums_o, j, a);
         PyList_SET_ITEM(correct_o, j, b);
     }
+    msums_o = metrics ? nn_metric_sums_list(res->metric_sum, metrics,
+                                            self->g.n_outputs)
+                      : Py_NewRef(Py_None);
     failed = nonfinite ? Py_BuildValue("(nd)", (Py_ssize_t)res->failed_batch,
                                        res->last_loss)
                        : Py_NewRef(Py_None);
-    if (failed)
-        result = Py_BuildValue("dnOOOO", res->loss_sum, (Py_ssize_t)res->seen,
+    if (failed && msums_o)
+        result = Py_BuildValue("dnOOOOO", res->loss_sum, (Py_ssize_t)res->seen,
                                stopped ? Py_True : Py_False, sums_o, correct_o,
-                               failed);
+                               failed, msums_o);
 exit:
     Py_XDECREF(sums_o);
     Py_XDECREF(correct_o);
     Py_XDECREF(failed);
+    Py_XDECREF(msums_o);
     return result;
 }
 
@@ -1232,14 +1246,17 @@ static PyObject *Model_fit_epoch(ModelObject *self, PyObject *args,
 {
     static char *kwlist[] = {"X", "y", "loss", "optimizer", "batch_size",
                              "order", "progress", "interval", "loss_weights",
-                             "sample_weight", "hyper", "on_batch", NULL};
+                             "sample_weight", "hyper", "on_batch", "metrics",
+                             NULL};
     nn_module_state *st = nn_state_of_type(Py_TYPE(self));
     PyObject *X, *y, *loss_o, *opt_o, *order_o = Py_None,
              *progress = Py_None, *weights_o = Py_None, *sw_o = Py_None,
-             *hyper_o = Py_None, *on_batch = Py_None, *result = NULL;
+             *hyper_o = Py_None, *on_batch = Py_None, *metrics_o = Py_None,
+             *result = NULL;
     PyArrayObject *order = NULL, *sw = NULL;
     Py_ssize_t batch;
-    double interval = 0.1, sums[64] = {0};
+    double interval = 0.1, sums[64] = {0},
+           msums[64 * NN_METRIC_COUNT] = {0};
     size_t correct[64] = {0}, j, n_batches;
     nn_hyper_plan plan;
     nn_hooks hooks;
@@ -1251,10 +1268,11 @@ static PyObject *Model_fit_epoch(ModelObject *self, PyObject *args,
     plan.values = NULL;
     for (j = 0; j < 64; j++)
         ta.inputs[j] = ta.labels[j] = ta.dense[j] = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOn|OOdOOOO:_fit_epoch",
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOn|OOdOOOOO:_fit_epoch",
                                      kwlist, &X, &y, &loss_o, &opt_o, &batch,
                                      &order_o, &progress, &interval,
-                                     &weights_o, &sw_o, &hyper_o, &on_batch))
+                                     &weights_o, &sw_o, &hyper_o, &on_batch,
+                                     &metrics_o))
         return NULL;
     if (!st || claim_model(st, self, 1) < 0)
         return NULL;
@@ -1272,6 +1290,13 @@ static PyObject *Model_fit_epoch(ModelObject *self, PyObject *args,
     if (train_args_prepare(self, st, &ta, X, y, loss_o, opt_o, weights_o,
                            "X", "target") < 0)
         goto exit;
+    memset(&res, 0, sizeof res);
+    if (metrics_o != Py_None) {
+        if (nn_parse_metrics(metrics_o, self->g.n_outputs, ta.metrics) < 0)
+            goto exit;
+        ta.tg.metrics = ta.metrics;
+        res.metric_sum = msums;
+    }
     if (sw_o != Py_None) {
         sw = nn_prepare_weights(sw_o, self->dtype, ta.N, "sample_weight");
         if (!sw)
@@ -1291,7 +1316,6 @@ static PyObject *Model_fit_epoch(ModelObject *self, PyObject *args,
     memset(&hooks, 0, sizeof hooks);
     hooks.ctx = &plan;
     hooks.before_batch = plan.values ? nn_hyper_plan_apply : NULL;
-    memset(&res, 0, sizeof res);
     res.loss_sum_out = sums;
     res.correct = correct;
     ctx.callback = progress;
@@ -1314,7 +1338,8 @@ static PyObject *Model_fit_epoch(ModelObject *self, PyObject *args,
         goto exit;
     }
     result = epoch_result(self, &res, s == NN_ERR_INTERRUPTED,
-                          s == NN_ERR_NONFINITE);
+                          s == NN_ERR_NONFINITE,
+                          ta.tg.metrics ? ta.metrics : NULL);
 exit:
     Py_XDECREF(order);
     Py_XDECREF(sw);
@@ -1335,7 +1360,7 @@ static PyObject *Model_check_data(ModelObject *self, PyObject *args)
     const char *xname, *yname;
     PyArrayObject *inputs[64], *labels[64], *dense[64];
     nn_loss_kind kinds[64];
-    double weights[64];
+    double weights[64], largs[64];
     size_t j, N = 0, I = self->g.n_inputs, O = self->g.n_outputs;
     if (!PyArg_ParseTuple(args, "OOOss:_check_data", &X, &y, &loss_o, &xname,
                           &yname))
@@ -1344,7 +1369,7 @@ static PyObject *Model_check_data(ModelObject *self, PyObject *args)
         return NULL;
     for (j = 0; j < O; j++)
         labels[j] = dense[j] = NULL;
-    if (parse_losses(self, st, loss_o, Py_None, kinds, weights) < 0 ||
+    if (parse_losses(self, st, loss_o, Py_None, kinds, largs, weights) < 0 ||
         model_inputs(self, st, X, xname, &N, inputs) < 0) {
         release_model(self, 0);
         return NULL;
@@ -1548,8 +1573,11 @@ static PyMethodDef Model_methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "_fit_epoch(X, y, loss, optimizer, batch_size, order=None, "
      "progress=None, interval=0.1, loss_weights=None, sample_weight=None, "
-     "hyper=None, on_batch=None) -> (loss_sum, seen, stopped, per-output "
-     "loss sums, per-output rows right, failed: None or (batch, loss))"},
+     "hyper=None, on_batch=None, metrics=None) -> (loss_sum, seen, stopped, "
+     "per-output loss sums, per-output rows right, failed: None or (batch, "
+     "loss), metric sums: None or per output a dict metric name -> sum over "
+     "rows)\n\nmetrics: one tuple of metric names per output (mse, mae, "
+     "binary_accuracy, top_k_categorical_accuracy)."},
     {"_check_idle", (PyCFunction)Model_check_idle, METH_NOARGS,
      "raise ConcurrentUseError if a call on this model runs"},
     {"_check_data", (PyCFunction)Model_check_data, METH_VARARGS,
