@@ -13,8 +13,8 @@ computes them inside the C step as it computes the loss:
 * ``"mae"``: the mean absolute error;
 * ``"binary_accuracy"``: per output, the prediction against the threshold
   compared with the target > 0.5, averaged;
-* ``"top_k_categorical_accuracy"``: the class among the k = 5 largest
-  outputs (Keras's name).
+* ``"top_k_accuracy"``: the class among the k = 5 largest outputs
+  (``"top_k_categorical_accuracy"``, Keras's name, is the same).
 
 During fit, the built-in metrics are sums over the rows of each batch as
 it trained, weighted by ``sample_weight``/``class_weight`` as the loss
@@ -30,7 +30,10 @@ import numpy as np
 
 __all__ = ["BUILTIN", "resolve_metrics", "c_metrics"]
 
-BUILTIN = ("accuracy", "mse", "mae", "binary_accuracy", "top_k_categorical_accuracy")
+BUILTIN = ("accuracy", "mse", "mae", "binary_accuracy", "top_k_accuracy")
+ALIASES = {"acc": "accuracy", "top_k_categorical_accuracy": "top_k_accuracy"}
+# the C kernels' names (csrc/py/loss.c) where they differ
+_C_NAMES = {"top_k_accuracy": "top_k_categorical_accuracy"}
 
 
 class _Metric:
@@ -56,7 +59,7 @@ def resolve_metrics(metrics):
     out, seen = [], set()
     for i, m in enumerate(metrics):
         if isinstance(m, str):
-            name = "accuracy" if m in ("acc", "accuracy") else m
+            name = ALIASES.get(m, m)
             if name not in BUILTIN:
                 raise ValueError(f"metrics[{i}]: unknown metric {m!r}; the built-in ones are "
                                  f"{', '.join(BUILTIN)}, or pass a callable "
@@ -79,14 +82,16 @@ def value(metric, loss, pred, target):
     if metric.fn is not None:
         return float(metric.fn(np.asarray(target), np.asarray(pred)))
     n = np.asarray(pred).shape[0]
-    return loss._metric(metric.name, pred, target) / n if n else float("nan")
+    return loss._metric(_C_NAMES.get(metric.name, metric.name), pred, target) / n if n \
+        else float("nan")
 
 
 def c_metrics(metric_list, n_outputs):
     """What fit asks its C loop to sum (``_fit_epoch(metrics=)``): one
     tuple of built-in names per output, or None when there are none
     (accuracy comes with every classification loss anyway)."""
-    names = tuple(m.name for m in metric_list if m.fn is None and m.name != "accuracy")
+    names = tuple(_C_NAMES.get(m.name, m.name) for m in metric_list
+                  if m.fn is None and m.name != "accuracy")
     return [names] * n_outputs if names else None
 
 
@@ -101,7 +106,8 @@ def epoch_metrics(model, metric_list, X, y, metric_sums, seen):
             continue
         for j, name in enumerate(model._output_names):
             key = m.name if not model._multi_out else f"{name}_{m.name}"
-            out[key] = metric_sums[j][m.name] / seen if seen else float("nan")
+            s = metric_sums[j][_C_NAMES.get(m.name, m.name)]
+            out[key] = s / seen if seen else float("nan")
     if callables:
         preds = model.predict(X)
         ps = preds if model._multi_out else [preds]

@@ -633,6 +633,7 @@ class Model(_core.Model):
         weights = self._loss_weights(loss_weights)
         metric_list = metrics if isinstance(metrics, list) and all(
             hasattr(m, "fn") for m in metrics) else resolve_metrics(metrics)
+        self._check_data(X, y, losses if self._multi_out else losses[0], "X", "y")
         preds = self.predict(X, batch_size=batch_size)
         preds = preds if self._multi_out else [preds]
         ys = self._targets_list(y)
@@ -695,7 +696,7 @@ class Model(_core.Model):
         class_weight : {class id: weight} or "balanced" (n / (C * count of the
             class), scikit-learn's rule), multiplied into sample_weight
         metrics : names ("accuracy", "mse", "mae", "binary_accuracy",
-            "top_k_categorical_accuracy") and callables ``f(y_true, y_pred) -> float``,
+            "top_k_accuracy") and callables ``f(y_true, y_pred) -> float``,
             logged per epoch (and with a "val_" prefix on validation data)
         callbacks : nnlayers.callbacks objects (a TerminateOnNaN is added
             unless one is given: a non-finite loss raises NonFiniteLossError

@@ -523,7 +523,7 @@ INT_MAX_CALLS = {
     "model_forward": ("x", 0, lambda m, lin, opt: m.forward(_huge_rows(D_IN))),
     "model_forward_f64": ("x", 0, lambda m, lin, opt: m.forward(_huge_rows(D_IN, np.float64))),
     "predict": ("x", 0, lambda m, lin, opt: m.predict(_huge_rows(D_IN))),
-    "evaluate": ("x", 0, lambda m, lin, opt: m.evaluate(_huge_rows(D_IN), _huge_labels())),
+    "evaluate": ("X", 0, lambda m, lin, opt: m.evaluate(_huge_rows(D_IN), _huge_labels())),
     "train_step": ("x", 0, lambda m, lin, opt: m.train_step(
         _huge_rows(D_IN), _huge_labels(), nl.SoftmaxCrossEntropy(), opt)),
     "loss": ("pred", 0, lambda m, lin, opt: nl.SoftmaxCrossEntropy().forward(
@@ -1006,6 +1006,54 @@ def test_err_nonfinite_data_before_training():
                       validation_data=(xb, y))
     assert_same_dict(snapshot(model), snapshot(fresh))
     assert_trains_like(model, fresh)
+
+
+# a last layer the loss would apply again (Keras habits)
+MISMATCHED_PAIRS = [
+    # (last layer, loss, its name in the message, the fix it gives)
+    (nl.Sigmoid, lambda: nl.BinaryCrossEntropy(), "Sigmoid", "from_logits=False"),
+    (nl.Softmax, lambda: nl.SoftmaxCrossEntropy(), "Softmax", "from_logits=False"),
+    (nl.LogSoftmax, lambda: nl.SoftmaxCrossEntropy(), "LogSoftmax", "use NLL"),
+    (nl.LogSoftmax, lambda: nl.SoftmaxCrossEntropy(from_logits=False), "LogSoftmax", "use NLL"),
+    (nl.Softmax, lambda: nl.NLL(), "Softmax", "use LogSoftmax"),
+]
+
+
+def _model_ending_with(last, seed=4):
+    width = 1 if last is nl.Sigmoid else D_OUT
+    return nl.Sequential(nl.Linear(D_IN, width, seed=seed, dtype=np.float64), last())
+
+
+@pytest.mark.parametrize("last, make_loss, name, fix", MISMATCHED_PAIRS,
+                         ids=[f"{p[2]}-{i}" for i, p in enumerate(MISMATCHED_PAIRS)])
+def test_err_last_layer_applied_again_by_the_loss(last, make_loss, name, fix):
+    """train_step, fit and evaluate refuse a final Sigmoid/Softmax/
+    LogSoftmax with a loss that applies it again (or takes the other
+    kind of output), naming the layer, the loss and the fix, with the
+    model unchanged."""
+    model, fresh = _model_ending_with(last), _model_ending_with(last)
+    x, labels = make_data()
+    y = (labels % 2).astype(np.float64)[:, None] if last is nl.Sigmoid else labels
+    loss = make_loss()
+    calls = {
+        "train_step": lambda: model.train_step(x, y, loss, nl.SGD(model, 0.1)),
+        "fit": lambda: model.fit(x, y, loss=loss, optimizer=nl.SGD(model, 0.1), epochs=1,
+                                 verbose=0),
+        "evaluate": lambda: model.evaluate(x, y, loss=loss),
+    }
+    for what, call in calls.items():
+        with pytest.raises(ValueError, match=rf"loss {re.escape(repr(loss))} does not fit the "
+                                             rf"model's output 0, which comes from layer "
+                                             rf"'\w+' \({name}\(\)\): .*{fix}"):
+            call()
+        assert_same_dict(snapshot(model), snapshot(fresh))
+    # the fix named in the message trains
+    good = {"Sigmoid": nl.BinaryCrossEntropy(from_logits=False),
+            "Softmax": nl.SoftmaxCrossEntropy(from_logits=False) if "from_logits" in fix
+            else None,
+            "LogSoftmax": nl.NLL()}[name]
+    if good is not None:
+        assert np.isfinite(model.train_step(x, y, good, nl.SGD(model, 0.1)))
 
 
 # ---------------------------------------------------------------------------

@@ -857,9 +857,59 @@ static PyObject *Model_zero_grad(ModelObject *self, PyObject *na)
 
 /* ---- training ---- */
 
+/* The fix when output j's last layer (kind) and its loss would apply the
+ * same function twice (Sigmoid then BinaryCrossEntropy on logits, Softmax
+ * then SoftmaxCrossEntropy on logits, LogSoftmax then SoftmaxCrossEntropy)
+ * or feed a loss what it does not take (Softmax's probabilities to NLL,
+ * which takes log-probabilities); NULL when they fit. */
+static const char *output_loss_mismatch(nn_kind last, nn_loss_kind loss)
+{
+    if (last == NN_SIGMOID && loss == NN_LOSS_BINARY_XENT)
+        return "the loss applies the sigmoid itself: remove the final "
+               "Sigmoid (the model then outputs logits), or use "
+               "BinaryCrossEntropy(from_logits=False)";
+    if (last == NN_SOFTMAX && loss == NN_LOSS_SOFTMAX_XENT)
+        return "the loss applies the softmax itself: remove the final "
+               "Softmax (the model then outputs logits), or use "
+               "SoftmaxCrossEntropy(from_logits=False)";
+    if (last == NN_LOG_SOFTMAX && (loss == NN_LOSS_SOFTMAX_XENT ||
+                                   loss == NN_LOSS_CATEGORICAL_XENT))
+        return "LogSoftmax outputs log-probabilities: use NLL() as the "
+               "loss, or remove the final LogSoftmax and keep "
+               "SoftmaxCrossEntropy()";
+    if (last == NN_SOFTMAX && loss == NN_LOSS_NLL)
+        return "NLL takes log-probabilities and Softmax outputs "
+               "probabilities: use LogSoftmax as the last layer, or "
+               "SoftmaxCrossEntropy(from_logits=False)";
+    return NULL;
+}
+
+/* ValueError when output j's last layer and loss l do not go together */
+static int check_output_loss(ModelObject *self, size_t j, PyObject *l)
+{
+    size_t v = self->g.outputs[j];
+    const nn_layer *last;
+    const char *fix;
+    PyObject *name;
+    if (v < self->g.n_inputs)
+        return 0;
+    last = self->g.nodes[v - self->g.n_inputs].layer;
+    fix = output_loss_mismatch(last->kind, ((LossObject *)l)->kind);
+    if (!fix)
+        return 0;
+    name = PyObject_GetAttrString(LAYER_OBJECT(last), "name");
+    if (name)
+        PyErr_Format(PyExc_ValueError,
+                     "loss %R does not fit the model's output %zu, which "
+                     "comes from layer %R (%R): %s", l, j, name,
+                     LAYER_OBJECT(last), fix);
+    Py_XDECREF(name);
+    return -1;
+}
+
 /* The losses per output from `loss` (one Loss for every output, or a
  * list of one per output), their arguments (Huber's delta) and their
- * weights (None: all 1) */
+ * weights (None: all 1); each checked against its output's last layer */
 static int parse_losses(ModelObject *self, nn_module_state *st,
                         PyObject *loss_o, PyObject *weights_o,
                         nn_loss_kind *kinds, double *args, double *weights)
@@ -883,6 +933,8 @@ static int parse_losses(ModelObject *self, nn_module_state *st,
                          Py_TYPE(l)->tp_name);
             return -1;
         }
+        if (check_output_loss(self, j, l) < 0)
+            return -1;
         kinds[j] = ((LossObject *)l)->kind;
         args[j] = ((LossObject *)l)->arg;
         weights[j] = 1;
