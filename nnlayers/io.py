@@ -60,22 +60,25 @@ def _model_entry(m, ids):
             "output_names": list(m._output_names)}
 
 
-def to_archive(model):
-    """(architecture dict, {name: array}) describing `model`."""
+def to_archive(model, weights=True):
+    """(architecture dict, {name: array}) describing `model` (without
+    weights: the architecture alone, {})."""
     leaves, models = _collect(model)
     ids = {id(o): i for i, o in enumerate(leaves + models)}
     objects = [{"type": "layer", "class": type(layer).__name__, "config": layer.get_config(),
                 "name": layer.name, "trainable": bool(layer.trainable)} for layer in leaves]
     objects += [_model_entry(m, ids) for m in models]
     arrays = {}
-    for i, layer in enumerate(leaves):
+    for i, layer in enumerate(leaves if weights else []):
         for k, v in layer.params.items():
             arrays[f"{i}.{k}"] = np.array(v)
         for k, v in layer.buffers.items():
             arrays[f"{i}.{k}"] = np.array(v)
     arch = {"format": FORMAT, "version": VERSION, "dtype": str(np.dtype(model.dtype)),
-            "objects": objects, "root": ids[id(model)],
-            "run": {"seed": int(model.seed), "step": int(model._step)}}
+            "objects": objects, "root": ids[id(model)]}
+    if weights:
+        arch["run"] = {"seed": int(model.seed), "step": int(model._step),
+                       "training": bool(model.training)}
     return arch, arrays
 
 
@@ -202,7 +205,8 @@ def _spec_from_entry(entry, built, n_outputs_of):
 
 def _build(arch, arrays, shapes_of):
     """The model described by a checked architecture; `arrays` maps
-    "<id>.<name>" to arrays whose shapes shapes_of(name) gives."""
+    "<id>.<name>" to arrays whose shapes shapes_of(name) gives (None: the
+    layers keep their new weights)."""
     from .model import Model, Sequential
 
     objects = arch.get("objects")
@@ -222,6 +226,8 @@ def _build(arch, arrays, shapes_of):
         if entry["type"] == "layer":
             for k, shape in _expected_tensors(entry.get("class"), entry.get("config")).items():
                 expected[f"{i}.{k}"] = shape
+    if arrays is None:
+        expected, arrays = {}, {}
     opt_names = {n for n in arrays if n.startswith("__optimizer__.")}
     tensors = set(arrays) - opt_names
     if tensors != set(expected):
@@ -244,7 +250,7 @@ def _build(arch, arrays, shapes_of):
         try:
             if entry["type"] == "layer":
                 layer = layer_from_config(entry.get("class"), entry.get("config"))
-                for k in list(layer.params) + list(layer.buffers):
+                for k in (list(layer.params) + list(layer.buffers)) if arrays else []:
                     target = layer.params if k in layer.params else layer.buffers
                     target[k] = arrays[f"{i}.{k}"]
                 layer.trainable = bool(entry.get("trainable", True))
@@ -274,13 +280,16 @@ def _build(arch, arrays, shapes_of):
 
 
 def _restore_run(model, run):
-    """The model's generator seed and step count (random layers' masks)."""
+    """The model's generator seed and step count (random layers' masks)
+    and its mode (train/eval)."""
     if run is None:
         return
     if not (isinstance(run, dict) and all(isinstance(run.get(k), int) and run[k] >= 0
-                                          for k in ("seed", "step"))):
-        raise _Bad(f"run must be {{'seed': int, 'step': int}}, got {run!r}")
+                                          for k in ("seed", "step"))
+            and isinstance(run.get("training", True), bool)):
+        raise _Bad(f"run must be {{'seed': int, 'step': int, 'training': bool}}, got {run!r}")
     model.seed, model._step = run["seed"], run["step"]
+    model.train(run.get("training", True))
 
 
 def _build_optimizer(meta, built, arrays, names):
@@ -332,6 +341,18 @@ def _build_optimizer(meta, built, arrays, names):
 def _rebuild(arch, arrays):
     """Unpickling: the model from to_archive's output."""
     return _build(arch, arrays, lambda name: (arrays[name].shape, arrays[name].dtype))
+
+
+def from_config(config, custom_objects=None):
+    """Model.from_config: the model of get_config()'s dict, new weights."""
+    if not isinstance(config, dict) or config.get("format") != FORMAT or \
+            config.get("version") != VERSION:
+        raise ValueError("from_config takes the dict of Model.get_config() "
+                         f"(format {FORMAT!r}, version {VERSION})")
+    try:
+        return _build(config, None, None)
+    except _Bad as e:
+        raise ValueError(f"from_config: {e}") from None
 
 
 def _bad(path, why):

@@ -312,6 +312,13 @@ def _widths_of(spec, in_widths, label=None):
     """Widths of spec's outputs for inputs of these widths (None where a
     width is not known), checking each layer as it goes; `label(k)` names
     node k in messages."""
+    values = _value_widths(spec, in_widths, label)
+    return [values[r] for r in spec.outputs]
+
+
+def _value_widths(spec, in_widths, label=None):
+    """{value reference: width or None} of every value of spec (its
+    inputs and each node's outputs)."""
     label = label or (lambda k: f"node {spec.names[spec.nodes[k][0]]!r}")
     values = {(INPUT, i): w for i, w in enumerate(in_widths)}
 
@@ -333,7 +340,7 @@ def _widths_of(spec, in_widths, label=None):
             outs = [obj._out_width(ins)]
         for j, w in enumerate(outs):
             values[(k, j)] = w
-    return [values[r] for r in spec.outputs]
+    return values
 
 
 # ---------------------------------------------------------------- Model
@@ -557,6 +564,107 @@ class Model(_core.Model):
             return self._spec.inputs[j][2]
         oi = self._spec.nodes[k][0]
         return self._spec.names[oi] + (f":{j}" if j else "")
+
+    # ---- inspecting
+    def _summary_rows(self):
+        """One row per node: (node name, layer class, output width (None
+        when it depends on the input), parameters (0 at a later use of a
+        shared layer), the values it reads)."""
+        in_widths = list(self._input_widths)
+        if isinstance(self, Sequential) and in_widths[0] is None:
+            in_widths[0] = _chain_input_width(self._items)
+        widths = _value_widths(self._spec, in_widths)
+        rows, counted = [], set()
+        for w, _, name in self._spec.inputs:
+            rows.append((name, "Input", w, 0, ""))
+        for k, (oi, refs) in enumerate(self._spec.nodes):
+            obj = self._spec.objects[oi]
+            n = 0 if id(obj) in counted else obj.count_params()
+            counted.add(id(obj))
+            outs = [widths[(k, j)] for j in range(len(obj._spec.outputs))] \
+                if isinstance(obj, Model) else [widths[(k, 0)]]
+            width = outs[0] if len(outs) == 1 else tuple(outs)
+            name = obj.name if isinstance(self, Sequential) else \
+                self._ref_name((k, 0)).split(":")[0]
+            rows.append((name, type(obj).__name__, width, n,
+                         ", ".join(self._ref_name(r) for r in refs)))
+        return rows
+
+    def _param_totals(self):
+        """(trainable, non-trainable) scalar counts: the parameters of
+        frozen layers and every buffer (BatchNorm's running statistics)
+        are not trained."""
+        trained = frozen = 0
+        for _, layer in self._named_leaves():
+            n = layer.count_params()
+            trained += n if layer.trainable else 0
+            frozen += (0 if layer.trainable else n) + \
+                sum(int(v.size) for v in layer.buffers.values())
+        return trained, frozen
+
+    def summary(self, print_fn=print):
+        """Print a Keras-style table of the model: each node's name and
+        layer, its output width, its parameter count and (for graphs) the
+        values it reads; then the totals. Returns the text."""
+        graph = not isinstance(self, Sequential)
+        head = ["Node (type)", "Output width", "Params"] + (["Connected to"] if graph else [])
+        body = [[f"{name} ({cls})", "?" if w is None else str(w), f"{n:,}"] +
+                ([ins or "-"] if graph else [])
+                for name, cls, w, n, ins in self._summary_rows()
+                if graph or cls != "Input"]
+        cols = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
+
+        def line(cells):
+            return " " + "  ".join(c.ljust(w) for c, w in zip(cells, cols)).rstrip()
+
+        width = sum(cols) + 2 * len(cols)
+        trained, frozen = self._param_totals()
+        text = "\n".join([f'{type(self).__name__}: "{self.name}"', "_" * width, line(head),
+                          "=" * width] + [line(r) for r in body] + [
+                          "=" * width, f"Total params: {trained + frozen:,}",
+                          f"Trainable params: {trained:,}",
+                          f"Non-trainable params: {frozen:,}", "_" * width])
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def _repr_html_(self):
+        """Jupyter's display: the summary as an HTML table."""
+        import html
+
+        graph = not isinstance(self, Sequential)
+        head = ["Node", "Layer", "Output width", "Params"] + (["Connected to"] if graph else [])
+        rows = [[name, cls, "?" if w is None else str(w), f"{n:,}"] + ([ins] if graph else [])
+                for name, cls, w, n, ins in self._summary_rows() if graph or cls != "Input"]
+        trained, frozen = self._param_totals()
+        cell = "".join
+        table = ("<table><thead><tr>" + cell(f"<th>{html.escape(h)}</th>" for h in head) +
+                 "</tr></thead><tbody>" +
+                 cell("<tr>" + cell(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                      for r in rows) + "</tbody></table>")
+        return (f"<div><b>{html.escape(type(self).__name__)}</b> "
+                f"&quot;{html.escape(self.name)}&quot;{table}"
+                f"<p>Total params: {trained + frozen:,} (trainable {trained:,}, "
+                f"non-trainable {frozen:,})</p></div>")
+
+    def get_config(self):
+        """The architecture as a JSON-able dict (Keras's ``get_config``):
+        every layer's class and config and the graph, without the weights.
+        ``nl.Model.from_config(config)`` builds the same model with new
+        weights (a Sequential comes back as a Sequential)."""
+        from .io import to_archive
+
+        arch, _ = to_archive(self, weights=False)
+        return arch
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """A new model (fresh weights) from ``get_config()``'s dict;
+        ``custom_objects`` maps the class names of layers written in
+        Python to their classes, as for ``nl.load``."""
+        from .io import from_config
+
+        return from_config(config, custom_objects)
 
     # ---- running
     def predict(self, X, batch_size=None):
