@@ -26,7 +26,7 @@ from .layers import (Add, Average, Concatenate, Cos, Identity, Input, Layer,  # 
                      Softplus, Step, Subtract, SymbolicTensor, Tanh)
 from .losses import MSE, NLL, BinaryCrossEntropy, Loss, SoftmaxCrossEntropy  # noqa: E402
 from .model import History, Model, Sequential  # noqa: E402
-from .optim import SGD, Optimizer  # noqa: E402
+from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
 
 from ._version import __version__  # noqa: E402
 
@@ -35,6 +35,7 @@ __all__ = [
     "Step", "Cos", "Softmax", "LogSoftmax", "Add", "Subtract", "Multiply", "Average",
     "Concatenate", "Input", "SymbolicTensor", "Model", "Sequential", "History",
     "Loss", "SoftmaxCrossEntropy", "BinaryCrossEntropy", "MSE", "NLL", "Optimizer", "SGD",
+    "Adam", "AdamW", "RMSprop", "Adagrad",
     "gradcheck", "GradcheckError", "GradcheckResult", "load",
     "show_config", "blas_info", "get_num_threads", "set_num_threads",
     "NNLayersError", "NonFiniteLossError", "ConcurrentUseError",
