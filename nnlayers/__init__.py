@@ -29,7 +29,7 @@ from .layers import (Add, Average, BatchNorm, Concatenate, Cos, Dropout,  # noqa
 from .losses import (MAE, MSE, NLL, BinaryCrossEntropy, Huber, Loss,  # noqa: E402
                      SoftmaxCrossEntropy)
 from .model import History, Model, Sequential  # noqa: E402
-from .optim import SGD, Optimizer  # noqa: E402
+from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
 from . import callbacks, metrics  # noqa: E402
 
 from ._version import __version__  # noqa: E402
@@ -40,6 +40,7 @@ __all__ = [
     "Concatenate", "Dropout", "BatchNorm", "LayerNorm", "Input", "SymbolicTensor", "Model",
     "Sequential", "History",
     "Loss", "SoftmaxCrossEntropy", "BinaryCrossEntropy", "MSE", "NLL", "Optimizer", "SGD",
+    "Adam", "AdamW", "RMSprop", "Adagrad",
     "gradcheck", "GradcheckError", "GradcheckResult", "load",
     "show_config", "blas_info", "get_num_threads", "set_num_threads",
     "NNLayersError", "NonFiniteLossError", "ConcurrentUseError", "callbacks", "metrics",

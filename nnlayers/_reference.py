@@ -53,6 +53,12 @@ __all__ = [
     "metric_rows",
     "metric_sum",
     "sgd_step",
+    "adam_step",
+    "adamw_step",
+    "rmsprop_step",
+    "adagrad_step",
+    "clip_grad_norm",
+    "clip_grad_value",
     "sequential_forward",
     "sequential_backward",
     "MERGES",
@@ -766,3 +772,159 @@ def sgd_step(param, grad, velocity, lr, momentum=0.0, nesterov=False,
     else:
         new_v = None if velocity is None else np.array(velocity, dtype=p.dtype)
     return p - dt(lr) * g, new_v
+
+
+def _state(state, names, p, fill=0.0):
+    """Copies of state[name] in p's dtype (fill where state is None or has no
+    such entry), checked against p's shape."""
+    out = {}
+    for name in names:
+        v = None if state is None else state.get(name)
+        a = np.full_like(p, fill) if v is None else np.array(v, dtype=p.dtype)
+        if a.shape != p.shape:
+            raise ValueError(f"{name}: expected shape {p.shape}, got {a.shape}")
+        out[name] = a
+    return out
+
+
+def _lerp(a, b, w, dt):
+    """torch.lerp(a, b, w) for a scalar weight, in torch's rounding order:
+    a + w (b - a) when |w| < 0.5, else b - (b - a)(1 - w)."""
+    w = dt(w)
+    if abs(w) < 0.5:
+        return a + w * (b - a)
+    return b - (b - a) * (dt(1) - w)
+
+
+def _param_grad(param, grad):
+    """param as a float array, grad in its dtype and shape."""
+    p = _float(param, "param")
+    g = _like(grad, p.dtype)
+    if g.shape != p.shape:
+        raise ValueError(f"grad: expected shape {p.shape}, got {g.shape}")
+    return p, g
+
+
+def adam_step(param, grad, state, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+              weight_decay=0.0, amsgrad=False, decoupled=False):
+    """One Adam update (torch.optim.Adam's single-tensor rules; AdamW's with
+    decoupled=True), in torch's order of operations. step t counts from 1.
+
+        decoupled:  p = p (1 - lr wd)          else  g = g + wd p
+        m = lerp(m, g, 1 - beta1)
+        v = beta2 v + (1 - beta2) g^2
+        vhat = max(vmax, v) if amsgrad else v   (vmax = vhat)
+        p = p - lr / (1 - beta1^t) * m / (sqrt(vhat) / sqrt(1 - beta2^t) + eps)
+
+    state: dict with exp_avg, exp_avg_sq (and max_exp_avg_sq) or None for
+    zeros. Returns ``(new_param, new_state)`` in param's dtype.
+    """
+    p, g = _param_grad(param, grad)
+    dt = p.dtype.type
+    beta1, beta2 = betas
+    names = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if amsgrad else [])
+    st = _state(state, names, p)
+    if weight_decay != 0:
+        if decoupled:
+            p = p * dt(1 - lr * weight_decay)
+        else:
+            g = g + dt(weight_decay) * p
+    m = _lerp(st["exp_avg"], g, 1 - beta1, dt)
+    v = st["exp_avg_sq"] * dt(beta2) + (dt(1 - beta2) * g) * g
+    bc1 = 1 - beta1 ** step
+    bc2_sqrt = (1 - beta2 ** step) ** 0.5
+    new = {"exp_avg": m, "exp_avg_sq": v}
+    if amsgrad:
+        v = np.maximum(st["max_exp_avg_sq"], v)
+        new["max_exp_avg_sq"] = v
+    denom = np.sqrt(v) / dt(bc2_sqrt) + dt(eps)
+    return p + (dt(-(lr / bc1)) * m) / denom, new
+
+
+def adamw_step(param, grad, state, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+               weight_decay=1e-2, amsgrad=False):
+    """One AdamW update (torch.optim.AdamW): :func:`adam_step` with the
+    weight decay decoupled, p = p (1 - lr wd) before the Adam step."""
+    return adam_step(param, grad, state, step, lr=lr, betas=betas, eps=eps,
+                     weight_decay=weight_decay, amsgrad=amsgrad, decoupled=True)
+
+
+def rmsprop_step(param, grad, state, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,
+                 momentum=0.0, centered=False):
+    """One RMSprop update (torch.optim.RMSprop's single-tensor rules).
+
+        g = g + wd p
+        s = alpha s + (1 - alpha) g^2
+        centered: a = lerp(a, g, 1 - alpha); avg = sqrt(s - a^2) + eps
+        else:     avg = sqrt(s) + eps
+        momentum > 0: b = momentum b + g / avg; p = p - lr b
+        else:         p = p - lr g / avg
+
+    state: dict with square_avg (momentum_buffer, grad_avg) or None for
+    zeros. Returns ``(new_param, new_state)``.
+    """
+    p, g = _param_grad(param, grad)
+    dt = p.dtype.type
+    names = (["square_avg"] + (["momentum_buffer"] if momentum > 0 else [])
+             + (["grad_avg"] if centered else []))
+    st = _state(state, names, p)
+    if weight_decay != 0:
+        g = g + dt(weight_decay) * p
+    s = st["square_avg"] * dt(alpha) + (dt(1 - alpha) * g) * g
+    new = {"square_avg": s}
+    if centered:
+        a = _lerp(st["grad_avg"], g, 1 - alpha, dt)
+        new["grad_avg"] = a
+        avg = np.sqrt(s - a * a) + dt(eps)
+    else:
+        avg = np.sqrt(s) + dt(eps)
+    if momentum > 0:
+        b = st["momentum_buffer"] * dt(momentum) + g / avg
+        new["momentum_buffer"] = b
+        return p + dt(-lr) * b, new
+    return p + (dt(-lr) * g) / avg, new
+
+
+def adagrad_step(param, grad, state, step, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
+                 initial_accumulator_value=0.0, eps=1e-10):
+    """One Adagrad update (torch.optim.Adagrad, dense gradients). step t
+    counts from 1.
+
+        g = g + wd p
+        clr = lr / (1 + (t - 1) lr_decay)
+        sum = sum + g^2                (sum starts at initial_accumulator_value)
+        p = p - clr g / (sqrt(sum) + eps)
+
+    state: dict with sum, or None for the initial accumulator. Returns
+    ``(new_param, new_state)``.
+    """
+    p, g = _param_grad(param, grad)
+    dt = p.dtype.type
+    st = _state(state, ["sum"], p, fill=initial_accumulator_value)
+    if weight_decay != 0:
+        g = g + dt(weight_decay) * p
+    clr = lr / (1 + (step - 1) * lr_decay)
+    acc = st["sum"] + g * g
+    return p + (dt(-clr) * g) / (np.sqrt(acc) + dt(eps)), {"sum": acc}
+
+
+def clip_grad_norm(grads, max_norm):
+    """torch.nn.utils.clip_grad_norm_ without the side effect: the global
+    L2 norm over every array in grads (summed in float64), and every
+    gradient times min(1, max_norm / (norm + 1e-6)) (unchanged when that
+    is 1). Returns ``(new_grads, norm)``."""
+    gs = [_float(g, "grad") for g in grads]
+    norm = float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in gs)))
+    coef = max_norm / (norm + 1e-6)
+    if coef >= 1:
+        return [g.copy() for g in gs], norm
+    return [g * g.dtype.type(coef) for g in gs], norm
+
+
+def clip_grad_value(grad, clip_value):
+    """torch.nn.utils.clip_grad_value_ without the side effect: every value
+    clamped to [-clip_value, clip_value] (NaN stays NaN)."""
+    g = _float(grad, "grad")
+    c = g.dtype.type(clip_value)
+    return np.clip(g, -c, c)
+

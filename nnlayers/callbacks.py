@@ -245,7 +245,7 @@ class ReduceLROnPlateau(Callback):
             opt = self.model.optimizer
             for i, group in enumerate(opt.param_groups):
                 new = max(group["lr"] * self.factor, self.min_lr)
-                if new < group["lr"] and new > 0:
+                if new < group["lr"]:
                     opt.set_hyper("lr", new, group=i)
             self.cooldown_left, self.wait = self.cooldown, 0
         if logs is not None:

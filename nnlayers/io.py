@@ -95,7 +95,8 @@ def _optimizer_archive(optimizer, model, leaves):
                              f"not in this model; save it with the model it trains")
     groups = []
     for g in sd["param_groups"]:
-        g = {k: v for k, v in g.items() if k != "params"}
+        g = {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()
+             if k != "params"}
         g["params"] = []
         groups.append(g)
     for k, (layer, tensor, group) in enumerate(segments):
@@ -311,27 +312,29 @@ def _build_optimizer(meta, built, arrays, names):
             raise _Bad("an optimizer group lists no parameters")
         views = []
         for ref in refs:
-            if not (isinstance(ref, list) and len(ref) == 2 and ref[0] in built
-                    and isinstance(ref[1], int) and not isinstance(built[ref[0]], type)
+            if not (isinstance(ref, list) and len(ref) == 2 and isinstance(ref[0], int)
+                    and ref[0] in built and isinstance(ref[1], str)
                     and hasattr(built[ref[0]], "params")
-                    and 0 <= ref[1] < len(built[ref[0]].params)):
+                    and ref[1] in built[ref[0]].params):
                 raise _Bad(f"an optimizer parameter {ref!r} is no layer's tensor")
-            layer = built[ref[0]]
-            views.append(list(layer.params.values())[ref[1]])
-        param_groups.append({"params": views})
+            views.append(built[ref[0]].params[ref[1]])
+        hyper = {a: b for a, b in g.items() if a not in ("params", "betas")}
+        param_groups.append({"params": views, **hyper})
         sd_groups.append({**{a: b for a, b in g.items() if a != "params"},
                           "params": list(range(k, k + len(views)))})
         k += len(views)
-    state = {}
+    state = {i: {} for i in range(k)}   # a segment without state has no arrays
     for name in names:
         _, seg, key = name.split(".", 2)
-        if not seg.isdigit():
+        if not seg.isdigit() or int(seg) >= k:
             raise _Bad(f"optimizer entry {name!r} names no segment")
         state.setdefault(int(seg), {})[key] = arrays[name]
     sd = {**{a: b for a, b in meta.items() if a not in ("class", "groups")},
           "state": state, "param_groups": sd_groups}
     try:
-        opt = classes[meta["class"]]._from_groups(param_groups)
+        opt = classes[meta["class"]](param_groups, lr=param_groups[0].get("lr"),
+                                     clip_norm=meta.get("clip_norm"),
+                                     clip_value=meta.get("clip_value"))
         opt.load_state_dict(sd)
     except (TypeError, ValueError, KeyError) as e:
         raise _Bad(f"optimizer: {e}") from None

@@ -23,12 +23,10 @@ schedule owns the rates it sets: a rate set by hand is replaced at the next
 As in torch, building a schedule sets the value of step 0 (torch's
 ``last_epoch = -1`` then one step) and each ``step()`` moves one step on.
 
-One difference from torch: nnlayers' optimizers need ``lr > 0`` (torch's
-accept 0). Where torch's value is 0 or below (``CosineAnnealingLR`` with
-``eta_min=0`` at ``T_max``, 3·T_max, ...; ``OneCycleLR``'s linear anneal on
-its last allowed step, which overshoots ``min_lr``), a schedule sets the
-smallest positive double instead, ``LR_FLOOR = 5e-324``: every update
-``lr·g`` then rounds to nothing, as with ``lr = 0``.
+One difference from torch: where torch's value falls below 0
+(``OneCycleLR``'s linear anneal on its last allowed step overshoots
+``min_lr`` by a rounding error), a schedule sets 0, since optimizers
+refuse a negative rate (torch's do too, when the rate is given by hand).
 """
 import math
 from numbers import Integral, Real
@@ -38,9 +36,8 @@ import numpy as np
 from .optim import Optimizer
 
 __all__ = ["Schedule", "StepLR", "ExponentialLR", "CosineAnnealingLR", "OneCycleLR",
-           "LinearWarmup", "LR_FLOOR"]
+           "LinearWarmup"]
 
-LR_FLOOR = math.ulp(0.0)   # 5e-324: the rate set where torch's would be <= 0
 INTERVALS = ("step", "epoch")
 
 
@@ -126,8 +123,8 @@ def _set_hyper(optimizer, names, rows):
 
 
 def _with_lr_floor(rows):
-    """rows with every lr <= 0 raised to LR_FLOOR (nnlayers needs lr > 0)."""
-    return tuple(row if row[0] > 0 else (LR_FLOOR,) + row[1:] for row in rows)
+    """rows with every negative lr raised to 0 (optimizers refuse lr < 0)."""
+    return tuple(row if row[0] >= 0 else (0.0,) + row[1:] for row in rows)
 
 
 # ---------------------------------------------------------------------------
@@ -366,8 +363,7 @@ class CosineAnnealingLR(Schedule):
         lr(t) = eta_min + (base_lr − eta_min) · (1 + cos(π t / T_max)) / 2
 
     torch's ``CosineAnnealingLR`` (its closed form, without restarts). With
-    ``eta_min=0`` the rate at ``T_max`` is 0, which nnlayers' optimizers
-    refuse: it is set as ``LR_FLOOR`` (see the module's notes).
+    ``eta_min=0`` the rate at ``T_max`` is 0, as in torch.
     """
 
     _config_names = ("T_max", "eta_min")

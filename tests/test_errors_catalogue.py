@@ -647,7 +647,7 @@ def test_err_epochs_negative(bad):
 # SGD hyper-parameters
 # ---------------------------------------------------------------------------
 
-BAD_LR = [(0.0, "0"), (-0.5, "-0.5"), (float("nan"), "nan"), (float("inf"), "inf"),
+BAD_LR = [(-1e-300, "-1e-300"), (-0.5, "-0.5"), (float("nan"), "nan"), (float("inf"), "inf"),
           (float("-inf"), "-inf")]
 
 
@@ -663,7 +663,7 @@ def _step_like_fresh(model, opt, fresh, fresh_opt):
 @pytest.mark.parametrize("bad,shown", BAD_LR)
 def test_err_lr_at_construction(bad, shown):
     model, fresh = make_model(), make_model()
-    with pytest.raises(ValueError, match=rf"lr must be a finite number > 0, got {shown}$"):
+    with pytest.raises(ValueError, match=rf"lr must be a finite number >= 0, got {shown}$"):
         nl.SGD(model, bad)
     assert_same_dict(snapshot(model), snapshot(fresh))
     assert_trains_like(model, fresh)
@@ -673,7 +673,7 @@ def test_err_lr_at_construction(bad, shown):
 def test_err_lr_on_assignment(bad, shown):
     model, fresh = make_model(), make_model()
     opt, fresh_opt = nl.SGD(model, 0.1, momentum=0.5), nl.SGD(fresh, 0.1, momentum=0.5)
-    with pytest.raises(ValueError, match=rf"lr must be a finite number > 0, got {shown}$"):
+    with pytest.raises(ValueError, match=rf"lr must be a finite number >= 0, got {shown}$"):
         opt.lr = bad
     assert opt.lr == 0.1
     _step_like_fresh(model, opt, fresh, fresh_opt)

@@ -392,7 +392,7 @@ class ErrorCases:
                                                            optimizer=opt, batch_size=0, verbose=0)),
             "fit batch_size=-3 (C)": (ValueError, lambda: m._fit_epoch(self.x512, self.bad_labels,
                                                                       loss, opt, -3)),
-            "SGD lr=0": (ValueError, lambda: nl.SGD(m, lr=0.0, momentum=0.9)),
+            "SGD momentum<0": (ValueError, lambda: nl.SGD(m, lr=0.1, momentum=-0.9)),
             "SGD lr=-1": (ValueError, lambda: nl.SGD(m, lr=-1.0)),
             "SGD lr=nan": (ValueError, lambda: nl.SGD(m.layers, lr=float("nan"))),
             "load truncated file": (ValueError, lambda: nl.load(self.truncated)),
@@ -407,7 +407,7 @@ ERROR_CASE_NAMES = [
     "None target (loss)", "object input", "bad labels (train_step)", "bad labels (loss)",
     "fractional labels (loss)", "backward before forward (model)",
     "backward before forward (Linear)", "backward before forward (loss)", "fit batch_size=0",
-    "fit batch_size=-3 (C)", "SGD lr=0", "SGD lr=-1", "SGD lr=nan", "load truncated file",
+    "fit batch_size=-3 (C)", "SGD momentum<0", "SGD lr=-1", "SGD lr=nan", "load truncated file",
     "load garbage file", "load mismatched shapes"]
 
 

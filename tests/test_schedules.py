@@ -45,9 +45,9 @@ def run(sched, n):
 
 
 def floored(lr):
-    """The documented mapping: an lr <= 0 (refused by nnlayers' optimizers)
-    is set as the smallest positive double."""
-    return np.where(lr > 0, lr, 5e-324)
+    """The documented mapping: a negative lr (refused by nnlayers'
+    optimizers) is set as 0."""
+    return np.maximum(lr, 0.0)
 
 
 # ---------------------------------------------------------------------------
@@ -420,20 +420,20 @@ def test_repr_and_docstrings():
                 S.LinearWarmup: "SequentialLR"}
     for cls, formula in formulas.items():
         assert formula in cls.__doc__, cls
-    assert "_peek" in S.__doc__ and "5e-324" in S.__doc__
+    assert "_peek" in S.__doc__ and "sets 0" in S.__doc__
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_lr_floor_updates_nothing(dtype):
-    """Where torch's lr is 0 the schedule sets 5e-324: a step then changes
-    no parameter, as an lr of 0 would."""
+def test_lr_zero_updates_nothing(dtype):
+    """Where torch's lr is 0 (cosine annealing to eta_min=0) the schedule
+    sets 0, and a step then changes no parameter."""
     model = nl.Sequential(nl.Linear(3, 4, dtype=dtype, seed=1), nl.Tanh(),
                           nl.Linear(4, 2, dtype=dtype, seed=2))
     opt = nl.SGD(model, lr=0.1)
     sched = S.CosineAnnealingLR(opt, T_max=2)
     sched.step()
     sched.step()
-    assert opt.lr == S.LR_FLOOR == 5e-324 and sched.last_lr == [5e-324]
+    assert opt.lr == 0.0 and sched.last_lr == [0.0]
     before = {k: v.copy() for k, v in model.parameters().items()}
     x = np.random.default_rng(0).standard_normal((8, 3))
     model.train_step(x, np.arange(8) % 2, nl.SoftmaxCrossEntropy(), opt)

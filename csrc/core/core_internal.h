@@ -46,6 +46,37 @@ nn_status nn_op_linear_param_grads_f64(const nn_node_io *io);
 NN_DECLARE_OPTIM_DT(sgd, f32)
 NN_DECLARE_OPTIM_DT(sgd, f64)
 
+/* The kinds without a folded form: update only */
+#define NN_DECLARE_UPDATE(name)                                              \
+    void nn_##name##_update_f32(const nn_optim *o, const nn_segment *s,      \
+                                size_t lo, size_t hi);                       \
+    void nn_##name##_update_f64(const nn_optim *o, const nn_segment *s,      \
+                                size_t lo, size_t hi);
+NN_DECLARE_UPDATE(adam)
+NN_DECLARE_UPDATE(adamw)
+NN_DECLARE_UPDATE(rmsprop)
+NN_DECLARE_UPDATE(adagrad)
+void nn_adagrad_init_f32(const nn_optim *o, const nn_segment *s);
+void nn_adagrad_init_f64(const nn_optim *o, const nn_segment *s);
+
+/* Gradient clipping passes over n values (clip.c): the sum of squares (in
+ * double), g *= c, g clamped to [-c, c] */
+#define NN_DECLARE_CLIP(real, sfx)                                           \
+    double nn_clip_sumsq_##sfx(const real *g, size_t n);                     \
+    void nn_clip_scale_##sfx(real *g, size_t n, real c);                     \
+    void nn_clip_values_##sfx(real *g, size_t n, real c);
+NN_DECLARE_CLIP(float, f32)
+NN_DECLARE_CLIP(double, f64)
+
+/* 1 when a training step must have every gradient before any update:
+ * the hooks ask for it, or the optimizer clips by global norm. Such a
+ * step runs the engine's deferred path. */
+static inline int nn_updates_deferred(const nn_optim *opt,
+                                      const nn_hooks *hooks)
+{
+    return (hooks && hooks->deferred) || (opt && opt->clip_norm > 0);
+}
+
 /* A training step or forward pass may split its batch between at most
  * this many threads (graph_run.c). */
 #define NN_SPLIT_MAX 16
@@ -80,7 +111,7 @@ static inline void nn_pg_init(nn_pg *pg, int mode, const nn_graph *g,
                               size_t parts)
 {
     pg->mode = mode;
-    pg->deferred = hooks && hooks->deferred;
+    pg->deferred = nn_updates_deferred(opt, hooks);
     pg->g = g;
     pg->node = 0;
     pg->layer = NULL;

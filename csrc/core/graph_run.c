@@ -8,7 +8,10 @@
  * training step, overwrites them at a layer's first use and hands them to
  * the optimizer at its last (a shared layer sums over its uses), folding
  * the gradient product into the update where the optimizer can and the
- * layer has one use.
+ * layer has one use. When every gradient must be there before any update
+ * (hooks that ask for it, an optimizer that clips by global norm), the
+ * updates are deferred: they run after the backward pass
+ * (deferred_updates), once the gradients are clipped.
  *
  * At two threads or more, a mid-sized step of a graph whose layers are
  * all row-wise splits its batch between the threads instead: every thread
@@ -470,31 +473,58 @@ static nn_status FN(run_parts)(FN(split) *s, void (*fn)(void *, size_t))
 
 /* ---- training steps ---- */
 
-/* Deferred updates: every gradient is complete; the hooks see them, then
- * each segment held is updated once (at its layer's last use). */
+/* The segments of this graph's step: those the optimizer holds, each
+ * once, at its layer's last use */
+typedef struct {
+    const nn_graph *g;
+    const nn_optim *opt;
+    const nn_optmap *map;
+    const nn_hooks *hooks;
+} FN(step_segments);
+
+static void FN(each_step_segment)(void *ctx, nn_segment_visit visit,
+                                  void *arg)
+{
+    const FN(step_segments) *c = ctx;
+    const nn_graph *g = c->g;
+    size_t k, t;
+    for (k = 0; k < g->n_nodes; k++)
+        if (g->train.run_bwd[k] && FN(has_param_grads)(g, k))
+            for (t = 0; t < g->nodes[k].layer->n_params; t++) {
+                long s = c->map->seg_of[k * NN_MAX_TENSORS + t];
+                if (s >= 0 && g->use[k * NN_MAX_TENSORS + t].last)
+                    visit(arg, &c->opt->seg[s]);
+            }
+}
+
+static void FN(report_ready)(void *arg, const nn_segment *s)
+{
+    const FN(step_segments) *c = arg;
+    c->hooks->ready(c->hooks->ctx, (size_t)(s - c->opt->seg));
+}
+
+static void FN(update_visit)(void *arg, const nn_segment *s)
+{
+    nn_optim_update_segment(arg, s);
+}
+
+/* Deferred updates: every gradient is complete; the hooks see them, the
+ * optimizer clips them by their global norm when it does, then each
+ * segment held is updated once (at its layer's last use). */
 static nn_status FN(deferred_updates)(const nn_graph *g, nn_optim *opt,
                                       const nn_optmap *map,
                                       const nn_hooks *hooks, int report)
 {
-    size_t k, t;
+    FN(step_segments) set = {g, opt, map, hooks};
     nn_status st = NN_OK;
-    for (k = 0; k < g->n_nodes && report; k++)
-        if (g->train.run_bwd[k] && FN(has_param_grads)(g, k))
-            for (t = 0; t < g->nodes[k].layer->n_params; t++) {
-                long s = map->seg_of[k * NN_MAX_TENSORS + t];
-                if (s >= 0 && g->use[k * NN_MAX_TENSORS + t].last &&
-                    hooks->ready)
-                    hooks->ready(hooks->ctx, (size_t)s);
-            }
-    if (hooks->before_update)
+    if (report && hooks && hooks->ready)
+        FN(each_step_segment)(&set, FN(report_ready), &set);
+    if (hooks && hooks->before_update)
         st = hooks->before_update(hooks->ctx);
-    for (k = 0; k < g->n_nodes && st == NN_OK; k++)
-        if (g->train.run_bwd[k] && FN(has_param_grads)(g, k))
-            for (t = 0; t < g->nodes[k].layer->n_params; t++) {
-                long s = map->seg_of[k * NN_MAX_TENSORS + t];
-                if (s >= 0 && g->use[k * NN_MAX_TENSORS + t].last)
-                    nn_optim_update_segment(opt, &opt->seg[s]);
-            }
+    if (st == NN_OK && opt->clip_norm > 0)
+        nn_optim_clip_norm(opt, FN(each_step_segment), &set);
+    if (st == NN_OK)
+        FN(each_step_segment)(&set, FN(update_visit), opt);
     return st;
 }
 
@@ -504,7 +534,7 @@ static nn_status FN(step_whole)(const nn_graph *g, nn_ws *ws,
                                 size_t N, const nn_targets *tg,
                                 nn_step_result *res)
 {
-    int deferred = hooks && hooks->deferred;
+    int deferred = nn_updates_deferred(opt, hooks);
     nn_pg pg;
     size_t k;
     nn_status st = FN(forward_rows)(g, ws, run, 0, N, N);
@@ -582,7 +612,7 @@ static nn_status FN(step_split)(const nn_graph *g, nn_ws *ws,
         return st;
     opt->steps++;
     st = FN(run_parts)(&s, FN(split_phase2_chunk));
-    if (st == NN_OK && hooks && hooks->deferred)
+    if (st == NN_OK && nn_updates_deferred(opt, hooks))
         st = FN(deferred_updates)(g, opt, map, hooks, 1);
     return st;
 }

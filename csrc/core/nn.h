@@ -10,7 +10,8 @@
  *   - one graph engine (graph.c plans, graph_run.c runs): nodes with
  *     input indices in topological order, forward in that order, backward
  *     in reverse, a value's gradient the sum over its consumers;
- *   - optimizers behind one interface (optim.c; sgd.c is the first), told
+ *   - optimizers behind one interface (optim.c; sgd.c, adam.c, rmsprop.c,
+ *     adagrad.c the kinds, clip.c the gradient clipping), told
  *     by the engine when a parameter's gradient is complete.
  *
  * float32 and float64 come from one source: the template bodies are
@@ -528,15 +529,38 @@ nn_status nn_metric_eval(nn_dtype dt, nn_metric_kind kind, double *sum,
                          double threshold);
 
 /* ------------------------------------------------------------------ */
-/* Optimizers (optim.c; one file per kind: sgd.c, ...)                 */
+/* Optimizers (optim.c; one file per kind: sgd.c, adam.c, ...)         */
 /* ------------------------------------------------------------------ */
 
-/* Hyperparameters of a parameter group; each kind reads its own. */
+/* Hyperparameters of a parameter group; each kind reads its own (its
+ * nn_optim_kind.hypers says which). */
 typedef struct nn_hyper {
     double lr, weight_decay;
-    double momentum;        /* SGD */
+    double momentum;        /* SGD, RMSprop */
     int nesterov;           /* SGD */
+    double beta1, beta2;    /* Adam, AdamW */
+    double eps;             /* Adam, AdamW, RMSprop, Adagrad */
+    int amsgrad;            /* Adam, AdamW */
+    double alpha;           /* RMSprop: smoothing of the square average */
+    int centered;           /* RMSprop */
+    double lr_decay;        /* Adagrad */
+    double initial_accumulator_value;   /* Adagrad */
 } nn_hyper;
+
+/* The hyperparameters a kind reads (nn_optim_kind.hypers), one bit each */
+enum nn_hyper_bit {
+    NN_H_LR = 1 << 0,
+    NN_H_WEIGHT_DECAY = 1 << 1,
+    NN_H_MOMENTUM = 1 << 2,
+    NN_H_NESTEROV = 1 << 3,
+    NN_H_BETAS = 1 << 4,     /* beta1 and beta2 */
+    NN_H_EPS = 1 << 5,
+    NN_H_AMSGRAD = 1 << 6,
+    NN_H_ALPHA = 1 << 7,
+    NN_H_CENTERED = 1 << 8,
+    NN_H_LR_DECAY = 1 << 9,
+    NN_H_INITIAL_ACC = 1 << 10
+};
 
 /* One parameter tensor an optimizer updates: tensor `tensor` of `layer`
  * (its data and grad pointers follow the layer wherever its memory
@@ -551,16 +575,30 @@ typedef struct nn_segment {
 
 struct nn_optim;
 
-/* One optimizer kind: how it updates. The engine calls update when a
+/* At most this many state buffers per segment */
+#define NN_OPTIM_MAX_BUFFERS 4
+
+/*
+ * One optimizer kind: how it updates. The engine calls update when a
  * segment's gradient (in the tensor's grad) is complete, for values
  * [lo, hi) of it; fold_gemm, where can_fold says so, instead receives
  * the gradient as a product A^T B (rows [r0, r1) of a 2-D tensor; A, B as
  * for nn_pg_gemm, A already offset to column r0) and updates without
- * writing it out. */
+ * writing it out.
+ *
+ * A segment of n values keeps its state at its state_off: the buffers
+ * state_buffers names for its group, n values each, one after the other
+ * (the one description of the layout: the update rules read their
+ * buffers in that order). init_state (NULL: zeros are right) fills a
+ * segment's state once the block is made and zeroed. check returns a
+ * static message when a group's hyperparameters do not go together (NULL:
+ * fine).
+ */
 typedef struct nn_optim_kind {
     const char *name;
-    size_t state_per_value;  /* state values per parameter, at most */
-    size_t (*state_values)(const struct nn_optim *o, size_t n);
+    unsigned hypers;         /* NN_H_* bits of what it reads */
+    size_t (*state_buffers)(const nn_hyper *h,
+                            const char *names[NN_OPTIM_MAX_BUFFERS]);
     void (*update[2])(const struct nn_optim *o, const nn_segment *s,
                       size_t lo, size_t hi);
     int (*can_fold)(const struct nn_optim *o, const nn_segment *s);
@@ -568,9 +606,15 @@ typedef struct nn_optim_kind {
                               size_t r0, size_t r1, const void *A,
                               size_t lda, const void *B, size_t ldb,
                               size_t K);
+    void (*init_state[2])(const struct nn_optim *o, const nn_segment *s);
+    const char *(*check)(const nn_hyper *h);
 } nn_optim_kind;
 
 extern const nn_optim_kind nn_optim_sgd;
+extern const nn_optim_kind nn_optim_adam;
+extern const nn_optim_kind nn_optim_adamw;
+extern const nn_optim_kind nn_optim_rmsprop;
+extern const nn_optim_kind nn_optim_adagrad;
 
 typedef struct nn_optim {
     const nn_optim_kind *kind;
@@ -581,15 +625,36 @@ typedef struct nn_optim {
     nn_segment *seg;         /* owned by the caller */
     void *state;             /* one block, zeroed at creation; may be NULL
                                 when the kind keeps no state */
-    uint64_t steps;          /* updates applied so far (bias corrections) */
+    uint64_t steps;          /* steps so far, this one included while it
+                                updates (the t of bias corrections) */
+    /* gradient clipping, 0 = off: scale every gradient a step updates by
+     * min(1, clip_norm / (their global L2 norm + 1e-6)), then clamp each
+     * value to [-clip_value, clip_value] */
+    double clip_norm, clip_value;
 } nn_optim;
 
 /* Values of state the optimizer needs for its segments (sets the
  * segments' state_off). */
 size_t nn_optim_layout(nn_optim *o);
+/* The state buffers of segment s (their names into names; their count
+ * returned), n values each from s->state_off. */
+size_t nn_optim_buffers(const nn_optim *o, const nn_segment *s,
+                        const char *names[NN_OPTIM_MAX_BUFFERS]);
+/* Fill the zeroed state block with each kind's initial values. */
+void nn_optim_init_state(const nn_optim *o);
 /* One update of every segment whose layer is trainable, from the
- * gradients in the tensors' grad (optimizer.step()). */
+ * gradients in the tensors' grad (optimizer.step()), clipped first when
+ * the optimizer clips. */
 void nn_optim_step(nn_optim *o);
+
+/* Gradient clipping by global norm over a set of segments the caller
+ * names: each(ctx, visit, arg) calls visit(arg, s) once for every
+ * segment of the set. Every gradient is scaled by min(1, clip_norm /
+ * (norm + 1e-6)) (torch.nn.utils.clip_grad_norm_). */
+typedef void (*nn_segment_visit)(void *arg, const nn_segment *s);
+typedef void (*nn_segment_each)(void *ctx, nn_segment_visit visit,
+                                void *arg);
+void nn_optim_clip_norm(const nn_optim *o, nn_segment_each each, void *ctx);
 
 /* ------------------------------------------------------------------ */
 /* Graphs (graph.c) and running them (graph_run.c)                     */

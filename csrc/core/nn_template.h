@@ -26,6 +26,7 @@ typedef float real;
 #define R_COS cosf
 #define R_SIN sinf
 #define R_FABS fabsf
+#define R_SQRT sqrtf
 #elif defined(NN_REAL_IS_DOUBLE)
 typedef double real;
 #define NN_SFX _f64
@@ -40,6 +41,7 @@ typedef double real;
 #define R_COS cos
 #define R_SIN sin
 #define R_FABS fabs
+#define R_SQRT sqrt
 #else
 #error "define NN_REAL_IS_FLOAT or NN_REAL_IS_DOUBLE before nn_template.h"
 #endif
@@ -64,6 +66,23 @@ typedef double real;
 #else
 #define NN_INLINE static inline
 #endif
+
+/* NN_SPECIALISE16(flags, CALL): CALL(k) for the k in [0, 16) that equals
+ * flags. With CALL an always-inline loop taking k as its flags (tests of
+ * `k & BIT` in its body), every case compiles its own copy of the loop
+ * with those tests folded away: a loop per combination of the options,
+ * and no branch inside any. */
+#define NN_SPECIALISE16(flags, CALL)                                         \
+    switch ((flags) & 15u) {                                                 \
+    case 0: CALL(0); break;   case 1: CALL(1); break;                        \
+    case 2: CALL(2); break;   case 3: CALL(3); break;                        \
+    case 4: CALL(4); break;   case 5: CALL(5); break;                        \
+    case 6: CALL(6); break;   case 7: CALL(7); break;                        \
+    case 8: CALL(8); break;   case 9: CALL(9); break;                        \
+    case 10: CALL(10); break; case 11: CALL(11); break;                      \
+    case 12: CALL(12); break; case 13: CALL(13); break;                      \
+    case 14: CALL(14); break; default: CALL(15); break;                      \
+    }
 
 /* FN(nn_relu) -> nn_relu_f32 or nn_relu_f64 */
 #define FN(name) NN_CAT(name, NN_SFX)

@@ -5,8 +5,8 @@
  *   v = momentum * v + g                       (when momentum != 0)
  *   g = nesterov ? g + momentum * v : v
  *   param -= lr * g
- * State: the velocity v, one value per parameter, when a group has
- * momentum.
+ * State of a segment whose group has momentum: momentum_buffer (the
+ * velocity v, n values); none without momentum.
  */
 #ifndef NN_SFX
 #error "template: compiled through dtype_f32.c / dtype_f64.c"
@@ -67,9 +67,9 @@ static void FN(momentum_apply)(real *restrict param, real *restrict v,
 
 static real *FN(sgd_velocity)(const nn_optim *o, const nn_segment *s)
 {
-    if (o->groups[s->group].momentum == 0 || !o->state)
+    if (o->groups[s->group].momentum == 0)
         return NULL;
-    return (real *)o->state + s->state_off;
+    return FN(optim_buffer)(o, s, 0, 0);
 }
 
 /* values [lo, hi) of segment s, from its gradient */
@@ -77,11 +77,10 @@ void FN(nn_sgd_update)(const nn_optim *o, const nn_segment *s, size_t lo,
                        size_t hi)
 {
     const nn_hyper *h = &o->groups[s->group];
-    const nn_tensor *t = &s->layer->t[s->tensor];
-    real *v = FN(sgd_velocity)(o, s);
-    FN(sgd_rule)((real *)t->data + lo, (const real *)t->grad + lo,
-                 v ? v + lo : NULL, hi - lo, h->lr, h->momentum, h->nesterov,
-                 h->weight_decay);
+    real *v = FN(sgd_velocity)(o, s), *p, *g;
+    FN(optim_values)(o, s, lo, hi, &p, &g);
+    FN(sgd_rule)(p, g, v ? v + lo : NULL, hi - lo, h->lr, h->momentum,
+                 h->nesterov, h->weight_decay);
 }
 
 typedef struct {
@@ -104,7 +103,9 @@ static void FN(momentum_piece)(void *arg, size_t lo, size_t hi)
  *   momentum  v <- mu v + A^T B                one GEMM (beta mu, C = v)
  *             v += wd W;  W -= lr v            one pass
  * These are sgd_rule's formulas; only the rounding order differs.
- * Nesterov is not folded (can_fold says no): its update reads g twice.
+ * Nesterov is not folded (can_fold says no): its update reads g twice;
+ * nor is a step that clips gradients (by value here; by norm the engine
+ * defers every update until all gradients are there).
  */
 nn_status FN(nn_sgd_fold_gemm)(const nn_optim *o, const nn_segment *s,
                                size_t r0, size_t r1, const void *A,
