@@ -21,7 +21,8 @@ from . import _core
 
 __all__ = [
     "Layer", "Linear", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh",
-    "Softplus", "Step", "Cos", "Softmax", "LogSoftmax",
+    "Softplus", "Step", "Cos", "GELU", "SiLU", "ELU", "Softsign", "Hardtanh",
+    "Softmax", "LogSoftmax",
     "Add", "Subtract", "Multiply", "Average", "Concatenate",
     "Input", "SymbolicTensor", "layer_from_config",
 ]
@@ -442,8 +443,105 @@ class LeakyReLU(Layer):
         return cfg
 
 
+SiLU = _parameter_free("SiLU", "silu",
+                       "Sigmoid-weighted linear unit (swish) ``z σ(z)``, σ overflow-free; "
+                       "derivative ``σ(z) (1 + z (1 - σ(z)))``." + _DTYPE_DOC)
+Softsign = _parameter_free("Softsign", "softsign",
+                           "Softsign ``z / (1 + |z|)``; derivative ``1 / (1 + |z|)²``, "
+                           "computed from the output as ``(1 - |a|)²``." + _DTYPE_DOC)
+
+
+class GELU(Layer):
+    """Gaussian error linear unit, as ``torch.nn.GELU``.
+
+    ``approximate="none"`` (default): ``z Φ(z) = z (1 + erf(z / √2)) / 2``,
+    derivative ``Φ(z) + z φ(z)`` (Φ, φ: the standard normal's cdf and
+    density; Φ is computed as ``erfc(-z / √2) / 2``, accurate in its tail).
+
+    ``approximate="tanh"``: ``z (1 + tanh u) / 2`` with
+    ``u = √(2/π) (z + 0.044715 z³)``, derivative
+    ``(1 + tanh u) / 2 + z (1 - tanh² u) u' / 2``,
+    ``u' = √(2/π) (1 + 3 · 0.044715 z²)``.
+
+    ``dtype=None`` and ``name=None`` as for the other activations.
+    """
+
+    _APPROXIMATE = ("none", "tanh")
+
+    def __init__(self, approximate="none", dtype=None, name=None):
+        if not isinstance(approximate, str) or approximate not in self._APPROXIMATE:
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        super().__init__("gelu", dtype=dtype, name=name,
+                         approximate=float(self._APPROXIMATE.index(approximate)))
+
+    @property
+    def approximate(self):
+        """"none" (erf) or "tanh"."""
+        return self._APPROXIMATE[int(self._args["approximate"] != 0)]
+
+    def get_config(self):
+        cfg = {"approximate": self.approximate}
+        cfg.update(super().get_config())
+        return cfg
+
+
+class ELU(Layer):
+    """Exponential linear unit ``z if z > 0 else alpha (e^z - 1)`` (through
+    expm1); derivative 1 or ``alpha e^z``, taken from the output as
+    ``a + alpha`` when ``alpha >= 0`` (then it runs in place in a model).
+
+    ``dtype=None`` and ``name=None`` as for the other activations.
+    """
+
+    def __init__(self, alpha=1.0, dtype=None, name=None):
+        super().__init__("elu", dtype=dtype, alpha=float(alpha), name=name)
+
+    @property
+    def alpha(self):
+        """The value ``-alpha`` the negative side tends to."""
+        return self._args["alpha"]
+
+    def get_config(self):
+        cfg = {"alpha": self.alpha}
+        cfg.update(super().get_config())
+        return cfg
+
+
+class Hardtanh(Layer):
+    """Hard tanh: ``z`` clamped to ``[min_val, max_val]``; derivative 1
+    strictly inside, 0 outside and at ``min_val`` and ``max_val`` (as
+    torch's hardtanh_backward), taken from the output. A NaN input gives a
+    NaN output and a zero gradient. Needs ``min_val < max_val``.
+
+    ``dtype=None`` and ``name=None`` as for the other activations.
+    """
+
+    def __init__(self, min_val=-1.0, max_val=1.0, dtype=None, name=None):
+        lo, hi = float(min_val), float(max_val)
+        if lo >= hi:          # NaN and inf: refused as not finite by the core
+            raise ValueError(f"Hardtanh: max_val must be greater than min_val, got "
+                             f"min_val={min_val!r}, max_val={max_val!r}")
+        super().__init__("hardtanh", dtype=dtype, min_val=lo, max_val=hi, name=name)
+
+    @property
+    def min_val(self):
+        """The lower end of the clamp."""
+        return self._args["min_val"]
+
+    @property
+    def max_val(self):
+        """The upper end of the clamp."""
+        return self._args["max_val"]
+
+    def get_config(self):
+        cfg = {"min_val": self.min_val, "max_val": self.max_val}
+        cfg.update(super().get_config())
+        return cfg
+
+
 _CLASSES = {c.__name__: c for c in (Linear, Identity, ReLU, LeakyReLU, Sigmoid, Tanh,
-                                    Softplus, Step, Cos, Softmax, LogSoftmax,
+                                    Softplus, Step, Cos, GELU, SiLU, ELU, Softsign, Hardtanh,
+                                    Softmax, LogSoftmax,
                                     Add, Subtract, Multiply, Average, Concatenate)}
 
 
