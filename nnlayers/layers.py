@@ -13,6 +13,7 @@ symbolic tensor, as in Keras's functional API::
     out = nl.Add()([nl.Linear(256, 10)(h), nl.Linear(784, 10)(x)])
     model = nl.Model(inputs=x, outputs=out)
 """
+import numbers
 import threading
 
 import numpy as np
@@ -451,6 +452,14 @@ Softsign = _parameter_free("Softsign", "softsign",
                            "computed from the output as ``(1 - |a|)²``." + _DTYPE_DOC)
 
 
+def _real_arg(owner, name, value):
+    """value as a float; TypeError naming the argument if it is not a real
+    number (str, None, bool). NaN and inf are refused by the core."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
 class GELU(Layer):
     """Gaussian error linear unit, as ``torch.nn.GELU``.
 
@@ -489,12 +498,14 @@ class ELU(Layer):
     """Exponential linear unit ``z if z > 0 else alpha (e^z - 1)`` (through
     expm1); derivative 1 or ``alpha e^z``, taken from the output as
     ``a + alpha`` when ``alpha >= 0`` (then it runs in place in a model).
+    As in torch, a NaN input gives a NaN output and passes the gradient
+    through (its test ``z <= 0`` is false).
 
     ``dtype=None`` and ``name=None`` as for the other activations.
     """
 
     def __init__(self, alpha=1.0, dtype=None, name=None):
-        super().__init__("elu", dtype=dtype, alpha=float(alpha), name=name)
+        super().__init__("elu", dtype=dtype, alpha=_real_arg("ELU", "alpha", alpha), name=name)
 
     @property
     def alpha(self):
@@ -517,8 +528,9 @@ class Hardtanh(Layer):
     """
 
     def __init__(self, min_val=-1.0, max_val=1.0, dtype=None, name=None):
-        lo, hi = float(min_val), float(max_val)
-        if lo >= hi:          # NaN and inf: refused as not finite by the core
+        lo = _real_arg("Hardtanh", "min_val", min_val)
+        hi = _real_arg("Hardtanh", "max_val", max_val)
+        if lo >= hi:          # NaN, and inf that passes: refused by the core
             raise ValueError(f"Hardtanh: max_val must be greater than min_val, got "
                              f"min_val={min_val!r}, max_val={max_val!r}")
         super().__init__("hardtanh", dtype=dtype, min_val=lo, max_val=hi, name=name)
