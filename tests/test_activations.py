@@ -17,6 +17,7 @@ import pytest
 import nnlayers as nl
 import nnlayers._reference as ref
 from _compare import assert_close
+from nnlayers import _core
 
 DTYPES = [np.float32, np.float64]
 NAN, INF = np.nan, np.inf
@@ -270,6 +271,42 @@ def test_trains_like_the_reference(name, rng):
         for i, params in want.items():
             for k, v in params.items():
                 assert_close(layers[i].params[k], v, dtype)
+
+
+def split_steps_run(mode, rng_seed):
+    """Three SGD steps of a chain of the five in split mode `mode`:
+    (losses, parameters, split steps taken)."""
+    old = _core._split_mode(mode)
+    try:
+        rng = np.random.default_rng(rng_seed)
+        model = all_five_model(np.float64)
+        opt = nl.SGD(model, lr=0.1, momentum=0.9)
+        x = rng.standard_normal((29, 4))
+        y = rng.integers(0, 2, 29)
+        before = _core._split_steps()
+        losses = [model.train_step(x, y, nl.SoftmaxCrossEntropy(), opt) for _ in range(3)]
+        return (losses, {k: np.array(v) for k, v in model.parameters().items()},
+                _core._split_steps() - before)
+    finally:
+        _core._split_mode(old)
+
+
+@pytest.mark.skipif(not _core._pool_info()["installed"], reason="no worker pool")
+def test_split_step_is_the_whole_step():
+    """The batch split between threads (rows in blocks, in place where the
+    engine can) gives the whole step's losses and parameters."""
+    old = nl.get_num_threads()
+    try:
+        nl.set_num_threads(2)
+        whole = split_steps_run(0, 5)
+        split = split_steps_run(1, 5)
+    finally:
+        nl.set_num_threads(old)
+    assert whole[2] == 0 and split[2] == 3
+    np.testing.assert_allclose(split[0], whole[0], rtol=1e-12)
+    for k in whole[1]:
+        np.testing.assert_allclose(split[1][k], whole[1][k], rtol=1e-12, atol=1e-12,
+                                   err_msg=k)
 
 
 # ---------------------------------------------------------------------------
