@@ -398,6 +398,12 @@ Step = _parameter_free("Step", "step",
 Cos = _parameter_free("Cos", "cos",
                       "Cosine ``cos z``, for random Fourier features; derivative ``-sin z``."
                       + _DTYPE_DOC)
+SiLU = _parameter_free("SiLU", "silu",
+                       "Sigmoid-weighted linear unit (swish) ``z σ(z)``, σ overflow-free; "
+                       "derivative ``σ(z) (1 + z (1 - σ(z)))``." + _DTYPE_DOC)
+Softsign = _parameter_free("Softsign", "softsign",
+                           "Softsign ``z / (1 + |z|)``; derivative ``1 / (1 + |z|)²``, "
+                           "computed from the output as ``(1 - |a|)²``." + _DTYPE_DOC)
 Softmax = _parameter_free("Softmax", "softmax",
                           "Row-wise softmax, shifted by the row maximum; VJP "
                           "``a * (g - Σ g a)``. For training, prefer SoftmaxCrossEntropy on "
@@ -427,29 +433,31 @@ Concatenate = _parameter_free("Concatenate", "concatenate",
                               "input gets its block of dy." + _MERGE_DOC)
 
 
-class LeakyReLU(Layer):
-    """Leaky ReLU ``z if z > 0 else slope * z``; derivative 1 or ``slope``."""
+def _arg_property(name, doc):
+    """A read-only property: the layer's argument `name` (op table name)."""
+    return property(lambda self: self._args[name], doc=doc)
 
-    def __init__(self, slope=0.01, dtype=None, name=None):
-        super().__init__("leaky_relu", dtype=dtype, slope=float(slope), name=name)
 
-    @property
-    def slope(self):
-        """The negative slope."""
-        return self._args["slope"]
+class _WithArgs(Layer):
+    """A layer whose constructor takes its kind's arguments: get_config
+    gives the properties named in _CONFIG, then the dtype."""
+
+    _CONFIG = ()
 
     def get_config(self):
-        cfg = {"slope": self.slope}
+        cfg = {k: getattr(self, k) for k in self._CONFIG}
         cfg.update(super().get_config())
         return cfg
 
 
-SiLU = _parameter_free("SiLU", "silu",
-                       "Sigmoid-weighted linear unit (swish) ``z σ(z)``, σ overflow-free; "
-                       "derivative ``σ(z) (1 + z (1 - σ(z)))``." + _DTYPE_DOC)
-Softsign = _parameter_free("Softsign", "softsign",
-                           "Softsign ``z / (1 + |z|)``; derivative ``1 / (1 + |z|)²``, "
-                           "computed from the output as ``(1 - |a|)²``." + _DTYPE_DOC)
+class LeakyReLU(_WithArgs):
+    """Leaky ReLU ``z if z > 0 else slope * z``; derivative 1 or ``slope``."""
+
+    _CONFIG = ("slope",)
+    slope = _arg_property("slope", "The negative slope.")
+
+    def __init__(self, slope=0.01, dtype=None, name=None):
+        super().__init__("leaky_relu", dtype=dtype, slope=float(slope), name=name)
 
 
 def _real_arg(owner, name, value):
@@ -460,7 +468,7 @@ def _real_arg(owner, name, value):
     return float(value)
 
 
-class GELU(Layer):
+class GELU(_WithArgs):
     """Gaussian error linear unit, as ``torch.nn.GELU``.
 
     ``approximate="none"`` (default): ``z Φ(z) = z (1 + erf(z / √2)) / 2``,
@@ -476,6 +484,7 @@ class GELU(Layer):
     """
 
     _APPROXIMATE = ("none", "tanh")
+    _CONFIG = ("approximate",)
 
     def __init__(self, approximate="none", dtype=None, name=None):
         if not isinstance(approximate, str) or approximate not in self._APPROXIMATE:
@@ -488,13 +497,8 @@ class GELU(Layer):
         """"none" (erf) or "tanh"."""
         return self._APPROXIMATE[int(self._args["approximate"] != 0)]
 
-    def get_config(self):
-        cfg = {"approximate": self.approximate}
-        cfg.update(super().get_config())
-        return cfg
 
-
-class ELU(Layer):
+class ELU(_WithArgs):
     """Exponential linear unit ``z if z > 0 else alpha (e^z - 1)`` (through
     expm1); derivative 1 or ``alpha e^z``, taken from the output as
     ``a + alpha`` when ``alpha >= 0`` (then it runs in place in a model).
@@ -504,21 +508,14 @@ class ELU(Layer):
     ``dtype=None`` and ``name=None`` as for the other activations.
     """
 
+    _CONFIG = ("alpha",)
+    alpha = _arg_property("alpha", "The value ``-alpha`` the negative side tends to.")
+
     def __init__(self, alpha=1.0, dtype=None, name=None):
         super().__init__("elu", dtype=dtype, alpha=_real_arg("ELU", "alpha", alpha), name=name)
 
-    @property
-    def alpha(self):
-        """The value ``-alpha`` the negative side tends to."""
-        return self._args["alpha"]
 
-    def get_config(self):
-        cfg = {"alpha": self.alpha}
-        cfg.update(super().get_config())
-        return cfg
-
-
-class Hardtanh(Layer):
+class Hardtanh(_WithArgs):
     """Hard tanh: ``z`` clamped to ``[min_val, max_val]``; derivative 1
     strictly inside, 0 outside and at ``min_val`` and ``max_val`` (as
     torch's hardtanh_backward), taken from the output. A NaN input gives a
@@ -527,6 +524,10 @@ class Hardtanh(Layer):
     ``dtype=None`` and ``name=None`` as for the other activations.
     """
 
+    _CONFIG = ("min_val", "max_val")
+    min_val = _arg_property("min_val", "The lower end of the clamp.")
+    max_val = _arg_property("max_val", "The upper end of the clamp.")
+
     def __init__(self, min_val=-1.0, max_val=1.0, dtype=None, name=None):
         lo = _real_arg("Hardtanh", "min_val", min_val)
         hi = _real_arg("Hardtanh", "max_val", max_val)
@@ -534,21 +535,6 @@ class Hardtanh(Layer):
             raise ValueError(f"Hardtanh: max_val must be greater than min_val, got "
                              f"min_val={min_val!r}, max_val={max_val!r}")
         super().__init__("hardtanh", dtype=dtype, min_val=lo, max_val=hi, name=name)
-
-    @property
-    def min_val(self):
-        """The lower end of the clamp."""
-        return self._args["min_val"]
-
-    @property
-    def max_val(self):
-        """The upper end of the clamp."""
-        return self._args["max_val"]
-
-    def get_config(self):
-        cfg = {"min_val": self.min_val, "max_val": self.max_val}
-        cfg.update(super().get_config())
-        return cfg
 
 
 _CLASSES = {c.__name__: c for c in (Linear, Identity, ReLU, LeakyReLU, Sigmoid, Tanh,
