@@ -22,10 +22,10 @@ from ._core import ConcurrentUseError, NNLayersError, NonFiniteLossError  # noqa
 from .config import blas_info, get_num_threads, set_num_threads, show_config  # noqa: E402
 from .gradcheck import GradcheckError, GradcheckResult, gradcheck  # noqa: E402
 from .io import load  # noqa: E402
-from .layers import (Add, Average, BatchNorm, Concatenate, Cos, Dropout,  # noqa: E402
-                     Identity, Input, Layer, LayerNorm, LeakyReLU, Linear, LogSoftmax,
-                     Multiply, ReLU, Sigmoid, Softmax, Softplus, Step, Subtract,
-                     SymbolicTensor, Tanh)
+from .layers import (ELU, GELU, Add, Average, BatchNorm, Concatenate, Cos,  # noqa: E402
+                     Dropout, Hardtanh, Identity, Input, Layer, LayerNorm, LeakyReLU,
+                     Linear, LogSoftmax, Multiply, ReLU, Sigmoid, SiLU, Softmax, Softplus,
+                     Softsign, Step, Subtract, SymbolicTensor, Tanh)
 from .losses import (MAE, MSE, NLL, BinaryCrossEntropy, Huber, Loss,  # noqa: E402
                      SoftmaxCrossEntropy)
 from .model import History, Model, Sequential  # noqa: E402
@@ -36,7 +36,8 @@ from ._version import __version__  # noqa: E402
 
 __all__ = [
     "Layer", "Linear", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softplus",
-    "Step", "Cos", "Softmax", "LogSoftmax", "Add", "Subtract", "Multiply", "Average",
+    "Step", "Cos", "GELU", "SiLU", "ELU", "Softsign", "Hardtanh", "Softmax",
+    "LogSoftmax", "Add", "Subtract", "Multiply", "Average",
     "Concatenate", "Dropout", "BatchNorm", "LayerNorm", "Input", "SymbolicTensor", "Model",
     "Sequential", "History",
     "Loss", "SoftmaxCrossEntropy", "BinaryCrossEntropy", "MSE", "NLL", "Optimizer", "SGD",

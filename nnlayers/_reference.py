@@ -24,6 +24,8 @@ This module imports nothing from the ``nnlayers`` package, so it can be used
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = [
@@ -70,7 +72,14 @@ __all__ = [
 
 #: Elementwise activation kinds, in the order of ``nn_kind`` in nn.h.
 ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh",
-               "softplus", "step", "cos")
+               "softplus", "step", "cos", "gelu", "silu", "elu", "softsign",
+               "hardtanh")
+
+#: The arguments of the activations that take some, by the names of the op
+#: table (a layer's ``_args``), with their defaults. GELU's ``approximate``
+#: is "none" or "tanh" (or, as in the op table, 0 or 1).
+ACTIVATION_ARGS = {"leaky_relu": {"slope": 0.01}, "gelu": {"approximate": "none"},
+                   "elu": {"alpha": 1.0}, "hardtanh": {"min_val": -1.0, "max_val": 1.0}}
 
 #: Every layer kind understood by :func:`layer_forward`.
 LAYER_KINDS = ("linear",) + ACTIVATIONS + ("softmax", "log_softmax")
@@ -186,21 +195,85 @@ def linear_backward(gy, x, W, has_bias=True):
 # Elementwise activations
 # ---------------------------------------------------------------------------
 
-def activation_forward(kind, z, slope=0.01):
+_SQRT1_2 = 0.70710678118654752440        # 1 / sqrt(2)
+_INV_SQRT_2PI = 0.39894228040143267794   # 1 / sqrt(2 pi)
+_SQRT_2_PI = 0.79788456080286535588      # sqrt(2 / pi)
+_GELU_KAPPA = 0.044715
+
+
+def _act_args(kind, slope, args):
+    """The arguments of activation `kind` (a dict, defaults filled in) from
+    `slope`, a number (LeakyReLU's slope; ignored by the other kinds) or a
+    dict by name (a layer's ``_args``), and keyword arguments."""
+    out = dict(ACTIVATION_ARGS.get(kind, {}))
+    given = dict(slope) if isinstance(slope, dict) else (
+        {"slope": slope} if kind == "leaky_relu" else {})
+    given.update(args)
+    for name, value in given.items():
+        if name not in out:
+            raise TypeError(f"kind {kind!r} takes no argument {name!r}; "
+                            f"it takes {sorted(out) or 'none'}")
+        out[name] = value
+    if kind == "gelu":
+        a = out["approximate"]
+        if not isinstance(a, str):
+            a = "none" if a == 0 else "tanh"
+        if a not in ("none", "tanh"):
+            raise ValueError(f"approximate must be 'none' or 'tanh', got {a!r}")
+        out["approximate"] = a
+    if kind == "hardtanh" and not out["min_val"] < out["max_val"]:
+        raise ValueError(f"max_val must be greater than min_val, got "
+                         f"min_val={out['min_val']!r}, max_val={out['max_val']!r}")
+    return out
+
+
+def _erfc(x):
+    """erfc elementwise, from float64 (NumPy has no erfc), in x's dtype."""
+    x = np.asarray(x)
+    y = np.frompyfunc(math.erfc, 1, 1)(x.astype(np.float64))
+    return np.asarray(y, dtype=np.float64).astype(x.dtype)
+
+
+def _normal_cdf(z):
+    """Φ(z) = erfc(-z/√2) / 2 in z's dtype (no cancellation in the tail)."""
+    dt = z.dtype.type
+    return dt(0.5) * _erfc(-z * dt(_SQRT1_2))
+
+
+def _gelu_tanh_arg(z):
+    """u = √(2/π) (z + 0.044715 z³), the tanh form's argument."""
+    dt = z.dtype.type
+    return dt(_SQRT_2_PI) * (z + dt(_GELU_KAPPA) * z * z * z)
+
+
+def _hardtanh_inside(z, args):
+    """[min_val < z < max_val] (False for NaN)."""
+    dt = z.dtype.type
+    return (z > dt(args["min_val"])) & (z < dt(args["max_val"]))
+
+
+def activation_forward(kind, z, slope=0.01, **args):
     """Elementwise activation ``a = f(z)``; z any shape -> a, same shape/dtype.
 
     kind: "identity", "relu", "leaky_relu" (f(z) = z if z > 0 else slope*z),
     "sigmoid", "tanh", "softplus" (log(1 + e^z), stable), "step" ([z > 0]),
-    "cos".
+    "cos", "gelu" (z Φ(z); approximate="tanh": z (1 + tanh u) / 2 with
+    u = √(2/π)(z + 0.044715 z³)), "silu" (z σ(z)), "elu" (z if z > 0 else
+    alpha (e^z - 1)), "softsign" (z / (1 + |z|)), "hardtanh" (z clamped to
+    [min_val, max_val]).
+
+    slope: LeakyReLU's slope, or a dict of the kind's arguments by name
+    (see ``ACTIVATION_ARGS``); ``args``: the same as keywords.
     """
     z = _float(z, "z")
     dt = z.dtype.type
+    a = _act_args(kind, slope, args)
     if kind == "identity":
         return z.copy()
     if kind == "relu":
         return np.maximum(z, dt(0))  # NaN propagates, -inf -> 0
     if kind == "leaky_relu":
-        return np.where(z > 0, z, dt(slope) * z).astype(z.dtype, copy=False)
+        return np.where(z > 0, z, dt(a["slope"]) * z).astype(z.dtype, copy=False)
     if kind == "sigmoid":
         return _sigmoid(z)
     if kind == "tanh":
@@ -211,49 +284,90 @@ def activation_forward(kind, z, slope=0.01):
         return np.where(np.isnan(z), z, (z > 0).astype(z.dtype))  # NaN propagates
     if kind == "cos":
         return np.cos(z)
+    if kind == "gelu":
+        if a["approximate"] == "tanh":
+            return z * _sigmoid(dt(2) * _gelu_tanh_arg(z))   # (1 + tanh u) / 2 = σ(2u)
+        return z * _normal_cdf(z)
+    if kind == "silu":
+        return z * _sigmoid(z)
+    if kind == "elu":
+        return np.where(z <= 0, dt(a["alpha"]) * np.expm1(z), z).astype(z.dtype, copy=False)
+    if kind == "softsign":
+        return z / (dt(1) + np.abs(z))
+    if kind == "hardtanh":
+        lo, hi = dt(a["min_val"]), dt(a["max_val"])
+        return np.where(z < lo, lo, np.where(z > hi, hi, z)).astype(z.dtype, copy=False)
     raise TypeError(f"kind: unknown activation {kind!r}; expected one of {ACTIVATIONS}")
 
 
-def activation_derivative(kind, z, slope=0.01):
-    """f'(z) elementwise (same shape and dtype as z)."""
+def activation_derivative(kind, z, slope=0.01, **args):
+    """f'(z) elementwise (same shape and dtype as z); arguments as for
+    :func:`activation_forward`."""
     z = _float(z, "z")
     dt = z.dtype.type
+    a = _act_args(kind, slope, args)
     if kind == "identity":
         return np.ones_like(z)
     if kind == "relu":
         return (z > 0).astype(z.dtype)
     if kind == "leaky_relu":
-        return np.where(z > 0, dt(1), dt(slope)).astype(z.dtype, copy=False)
+        return np.where(z > 0, dt(1), dt(a["slope"])).astype(z.dtype, copy=False)
     if kind == "sigmoid":
         s = _sigmoid(z)
         return s * (dt(1) - s)
     if kind == "tanh":
-        a = np.tanh(z)
-        return dt(1) - a * a
+        t = np.tanh(z)
+        return dt(1) - t * t
     if kind == "softplus":
         return _sigmoid(z)
     if kind == "step":
         return np.zeros_like(z)
     if kind == "cos":
         return -np.sin(z)
+    if kind == "gelu":
+        if a["approximate"] == "tanh":
+            # s + 2 z s (1 - s) u' with s = σ(2u) = (1 + tanh u) / 2
+            u = _gelu_tanh_arg(z)
+            e = np.exp(dt(-2) * np.abs(u))
+            r = dt(1) / (dt(1) + e)
+            s = np.where(u >= 0, r, e * r)
+            du = dt(_SQRT_2_PI) * (dt(1) + dt(3) * dt(_GELU_KAPPA) * z * z)
+            return s + dt(2) * z * (e * r * r) * du
+        pdf = dt(_INV_SQRT_2PI) * np.exp(dt(-0.5) * z * z)
+        return _normal_cdf(z) + z * pdf
+    if kind == "silu":
+        s = _sigmoid(z)
+        return s * (dt(1) + z * (dt(1) - s))
+    if kind == "elu":   # z <= 0 is False for NaN: slope 1, as torch
+        return np.where(z <= 0, dt(a["alpha"]) * np.exp(z), dt(1)).astype(z.dtype, copy=False)
+    if kind == "softsign":
+        # 1 / (1 + |z|)² from the output, (1 - |a|)²: NaN at ±inf, as torch
+        m = dt(1) - np.abs(z / (dt(1) + np.abs(z)))
+        return m * m
+    if kind == "hardtanh":
+        return _hardtanh_inside(z, a).astype(z.dtype)
     raise TypeError(f"kind: unknown activation {kind!r}; expected one of {ACTIVATIONS}")
 
 
-def activation_backward(kind, gy, z, slope=0.01):
+def activation_backward(kind, gy, z, slope=0.01, **args):
     """VJP of :func:`activation_forward`: ``gz = gy * f'(z)``.
 
     gy, z: same shape  ->  gz in z's dtype. "step" has derivative 0
-    everywhere; "cos" has derivative ``-sin(z)``.
+    everywhere; "cos" has derivative ``-sin(z)``. ReLU and Hardtanh are
+    selects (``gy`` where the derivative is 1, else 0, whatever gy holds).
     """
     z = _float(z, "z")
     gy = _like(gy, z.dtype)
     if gy.shape != z.shape:
         raise ValueError(f"gy: expected shape {z.shape}, got {gy.shape}")
+    zero = z.dtype.type(0)
     if kind == "relu":  # a select, as torch's threshold_backward: 0 where z <= 0
-        return np.where(z > 0, gy, z.dtype.type(0))
+        return np.where(z > 0, gy, zero)
+    if kind == "hardtanh":  # a select, as torch's (vectorised) hardtanh_backward
+        return np.where(_hardtanh_inside(z, _act_args(kind, slope, args)), gy, zero)
     if kind == "step":  # derivative 0 everywhere, whatever gy holds
         return np.zeros_like(z)
-    return gy * activation_derivative(kind, z, slope)
+    return gy * activation_derivative(kind, z, slope, **args)
 
 
 # ---------------------------------------------------------------------------
@@ -302,7 +416,8 @@ def layer_forward(kind, x, params=None, slope=0.01):
     """Forward pass of any layer kind. x: (N, I) -> y: (N, O).
 
     ``params`` is used by "linear" only: a dict with "W" (I, O) and "b" (O,)
-    (missing or None for no bias).
+    (missing or None for no bias). ``slope``: an activation's arguments, as
+    for :func:`activation_forward` (LeakyReLU's slope, or a dict by name).
     """
     if kind == "linear":
         if not params or params.get("W") is None:
@@ -341,7 +456,8 @@ def layer_backward(kind, gy, x, params=None, slope=0.01):
 def sequential_forward(specs, x):
     """Run a chain of layers.
 
-    specs: list of ``(kind, params_or_None, slope)``; x: (N, D).
+    specs: list of ``(kind, params_or_None, slope)``; x: (N, D). slope:
+    LeakyReLU's slope, or a dict of an activation's arguments by name.
     Returns ``(y, caches)`` where ``caches[i]`` is the input of layer i.
     """
     caches = []

@@ -13,6 +13,7 @@ symbolic tensor, as in Keras's functional API::
     out = nl.Add()([nl.Linear(256, 10)(h), nl.Linear(784, 10)(x)])
     model = nl.Model(inputs=x, outputs=out)
 """
+import numbers
 import threading
 
 import numpy as np
@@ -21,7 +22,8 @@ from . import _core
 
 __all__ = [
     "Layer", "Linear", "Identity", "ReLU", "LeakyReLU", "Sigmoid", "Tanh",
-    "Softplus", "Step", "Cos", "Softmax", "LogSoftmax",
+    "Softplus", "Step", "Cos", "GELU", "SiLU", "ELU", "Softsign", "Hardtanh",
+    "Softmax", "LogSoftmax",
     "Add", "Subtract", "Multiply", "Average", "Concatenate",
     "Dropout", "BatchNorm", "LayerNorm",
     "Input", "SymbolicTensor", "layer_from_config",
@@ -397,6 +399,12 @@ Step = _parameter_free("Step", "step",
 Cos = _parameter_free("Cos", "cos",
                       "Cosine ``cos z``, for random Fourier features; derivative ``-sin z``."
                       + _DTYPE_DOC)
+SiLU = _parameter_free("SiLU", "silu",
+                       "Sigmoid-weighted linear unit (swish) ``z σ(z)``, σ overflow-free; "
+                       "derivative ``σ(z) (1 + z (1 - σ(z)))``." + _DTYPE_DOC)
+Softsign = _parameter_free("Softsign", "softsign",
+                           "Softsign ``z / (1 + |z|)``; derivative ``1 / (1 + |z|)²``, "
+                           "computed from the output as ``(1 - |a|)²``." + _DTYPE_DOC)
 Softmax = _parameter_free("Softmax", "softmax",
                           "Row-wise softmax, shifted by the row maximum; VJP "
                           "``a * (g - Σ g a)``. For training, prefer SoftmaxCrossEntropy on "
@@ -426,24 +434,111 @@ Concatenate = _parameter_free("Concatenate", "concatenate",
                               "input gets its block of dy." + _MERGE_DOC)
 
 
-class LeakyReLU(Layer):
-    """Leaky ReLU ``z if z > 0 else slope * z``; derivative 1 or ``slope``."""
+def _arg_property(name, doc):
+    """A read-only property: the layer's argument `name` (op table name)."""
+    return property(lambda self: self._args[name], doc=doc)
 
-    def __init__(self, slope=0.01, dtype=None, name=None):
-        super().__init__("leaky_relu", dtype=dtype, slope=float(slope), name=name)
 
-    @property
-    def slope(self):
-        """The negative slope."""
-        return self._args["slope"]
+class _WithArgs(Layer):
+    """A layer whose constructor takes its kind's arguments: get_config
+    gives the properties named in _CONFIG, then the dtype."""
+
+    _CONFIG = ()
 
     def get_config(self):
-        cfg = {"slope": self.slope}
+        cfg = {k: getattr(self, k) for k in self._CONFIG}
         cfg.update(super().get_config())
         return cfg
 
 
-class Dropout(Layer):
+class LeakyReLU(_WithArgs):
+    """Leaky ReLU ``z if z > 0 else slope * z``; derivative 1 or ``slope``."""
+
+    _CONFIG = ("slope",)
+    slope = _arg_property("slope", "The negative slope.")
+
+    def __init__(self, slope=0.01, dtype=None, name=None):
+        super().__init__("leaky_relu", dtype=dtype, slope=float(slope), name=name)
+
+
+def _real_arg(owner, name, value):
+    """value as a float; TypeError naming the argument if it is not a real
+    number (str, None, bool). NaN and inf are refused by the core."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{owner}: {name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+class GELU(_WithArgs):
+    """Gaussian error linear unit, as ``torch.nn.GELU``.
+
+    ``approximate="none"`` (default): ``z Φ(z) = z (1 + erf(z / √2)) / 2``,
+    derivative ``Φ(z) + z φ(z)`` (Φ, φ: the standard normal's cdf and
+    density; Φ is computed as ``erfc(-z / √2) / 2``, accurate in its tail).
+
+    ``approximate="tanh"``: ``z (1 + tanh u) / 2`` with
+    ``u = √(2/π) (z + 0.044715 z³)``, derivative
+    ``(1 + tanh u) / 2 + z (1 - tanh² u) u' / 2``,
+    ``u' = √(2/π) (1 + 3 · 0.044715 z²)``.
+
+    ``dtype=None`` and ``name=None`` as for the other activations.
+    """
+
+    _APPROXIMATE = ("none", "tanh")
+    _CONFIG = ("approximate",)
+
+    def __init__(self, approximate="none", dtype=None, name=None):
+        if not isinstance(approximate, str) or approximate not in self._APPROXIMATE:
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        super().__init__("gelu", dtype=dtype, name=name,
+                         approximate=float(self._APPROXIMATE.index(approximate)))
+
+    @property
+    def approximate(self):
+        """"none" (erf) or "tanh"."""
+        return self._APPROXIMATE[int(self._args["approximate"] != 0)]
+
+
+class ELU(_WithArgs):
+    """Exponential linear unit ``z if z > 0 else alpha (e^z - 1)`` (through
+    expm1); derivative 1 or ``alpha e^z``, taken from the output as
+    ``a + alpha`` when ``alpha >= 0`` (then it runs in place in a model).
+    As in torch, a NaN input gives a NaN output and passes the gradient
+    through (its test ``z <= 0`` is false).
+
+    ``dtype=None`` and ``name=None`` as for the other activations.
+    """
+
+    _CONFIG = ("alpha",)
+    alpha = _arg_property("alpha", "The value ``-alpha`` the negative side tends to.")
+
+    def __init__(self, alpha=1.0, dtype=None, name=None):
+        super().__init__("elu", dtype=dtype, alpha=_real_arg("ELU", "alpha", alpha), name=name)
+
+
+class Hardtanh(_WithArgs):
+    """Hard tanh: ``z`` clamped to ``[min_val, max_val]``; derivative 1
+    strictly inside, 0 outside and at ``min_val`` and ``max_val`` (as
+    torch's hardtanh_backward), taken from the output. A NaN input gives a
+    NaN output and a zero gradient. Needs ``min_val < max_val``.
+
+    ``dtype=None`` and ``name=None`` as for the other activations.
+    """
+
+    _CONFIG = ("min_val", "max_val")
+    min_val = _arg_property("min_val", "The lower end of the clamp.")
+    max_val = _arg_property("max_val", "The upper end of the clamp.")
+
+    def __init__(self, min_val=-1.0, max_val=1.0, dtype=None, name=None):
+        lo = _real_arg("Hardtanh", "min_val", min_val)
+        hi = _real_arg("Hardtanh", "max_val", max_val)
+        if lo >= hi:          # NaN, and inf that passes: refused by the core
+            raise ValueError(f"Hardtanh: max_val must be greater than min_val, got "
+                             f"min_val={min_val!r}, max_val={max_val!r}")
+        super().__init__("hardtanh", dtype=dtype, min_val=lo, max_val=hi, name=name)
+
+
+class Dropout(_WithArgs):
     """Inverted dropout (torch's): in training mode each value is kept
     with probability ``1 - p`` and scaled by ``1 / (1 - p)``, else set to 0;
     in eval mode it is the identity. The VJP uses the forward's mask.
@@ -455,21 +550,14 @@ class Dropout(Layer):
     Called on its own, the layer's ``training`` flag decides the mode.
     """
 
+    _CONFIG = ("p",)
+    p = _arg_property("p", "The probability of dropping a value.")
+
     def __init__(self, p=0.5, dtype=None, name=None):
         if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) or \
                 not 0.0 <= float(p) <= 1.0:
             raise ValueError(f"Dropout(p): p must be a probability in [0, 1], got {p!r}")
         super().__init__("dropout", dtype=dtype, p=float(p), name=name)
-
-    @property
-    def p(self):
-        """The probability of dropping a value."""
-        return self._args["p"]
-
-    def get_config(self):
-        cfg = {"p": self.p}
-        cfg.update(super().get_config())
-        return cfg
 
 
 def _check_features(features, who):
@@ -567,7 +655,8 @@ class LayerNorm(Layer):
 
 
 _CLASSES = {c.__name__: c for c in (Linear, Identity, ReLU, LeakyReLU, Sigmoid, Tanh,
-                                    Softplus, Step, Cos, Softmax, LogSoftmax,
+                                    Softplus, Step, Cos, GELU, SiLU, ELU, Softsign, Hardtanh,
+                                    Softmax, LogSoftmax,
                                     Add, Subtract, Multiply, Average, Concatenate,
                                     Dropout, BatchNorm, LayerNorm)}
 

@@ -499,6 +499,59 @@ def test_err_linear_size_too_big_for_memory():
 
 
 # ---------------------------------------------------------------------------
+# activation arguments
+# ---------------------------------------------------------------------------
+
+def assert_activations_work():
+    """The constructors still work: a GELU, ELU and Hardtanh built now
+    equal fresh ones."""
+    for make in (lambda: nl.GELU(approximate="tanh", dtype=np.float64),
+                 lambda: nl.ELU(0.5, dtype=np.float64),
+                 lambda: nl.Hardtanh(-0.5, 0.5, dtype=np.float64)):
+        assert_forward_backward_like(make(), make())
+
+
+@pytest.mark.parametrize("bad", ["fast", "Tanh", "", None, 1, True])
+def test_err_gelu_approximate(bad):
+    with pytest.raises(ValueError,
+                       match=re.escape(f"approximate must be 'none' or 'tanh', got {bad!r}")):
+        nl.GELU(approximate=bad)
+    assert_activations_work()
+
+
+@pytest.mark.parametrize("lo,hi", [(1.0, 1.0), (2, -2), (0.0, -1e-9)])
+def test_err_hardtanh_range(lo, hi):
+    msg = f"max_val must be greater than min_val, got min_val={lo!r}, max_val={hi!r}"
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        nl.Hardtanh(lo, hi)
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        nl.Hardtanh(min_val=lo, max_val=hi, dtype=np.float32)
+    assert_activations_work()
+
+
+@pytest.mark.parametrize("make,name,typename", [
+    (lambda: nl.ELU(alpha="1.0"), "alpha", "str"), (lambda: nl.ELU(None), "alpha", "NoneType"),
+    (lambda: nl.Hardtanh(min_val=True), "min_val", "bool"),
+    (lambda: nl.Hardtanh(max_val=[1.0]), "max_val", "list")])
+def test_err_activation_argument_type(make, name, typename):
+    with pytest.raises(TypeError, match=rf"{name} must be a real number, got {typename}"):
+        make()
+    assert_activations_work()
+
+
+@pytest.mark.parametrize("make,name,shown", [
+    (lambda: nl.ELU(alpha=float("nan")), "alpha", "nan"),
+    (lambda: nl.ELU(alpha=float("inf")), "alpha", "inf"),
+    (lambda: nl.Hardtanh(min_val=-float("inf")), "min_val", "-inf"),
+    (lambda: nl.Hardtanh(max_val=float("nan")), "max_val", "nan"),
+    (lambda: nl.LeakyReLU(slope=float("nan")), "slope", "nan")])
+def test_err_activation_argument_not_finite(make, name, shown):
+    with pytest.raises(ValueError, match=rf"{name} must be finite, got {shown}"):
+        make()
+    assert_activations_work()
+
+
+# ---------------------------------------------------------------------------
 # more than INT_MAX rows headed for BLAS
 # ---------------------------------------------------------------------------
 

@@ -69,9 +69,32 @@ BIG = {F32: float(np.finfo(np.float32).max), F64: float(np.finfo(np.float64).max
 R = 16          # safety factor on every error bound
 REGIMES = ("safe", "extreme", "wild")
 LAYOUTS = ("C", "F", "strided", "negative", "swapped", "swapped-F", "unaligned", "readonly")
-ACT_CLASSES = {"identity": nl.Identity, "relu": nl.ReLU, "sigmoid": nl.Sigmoid,
-               "tanh": nl.Tanh, "softplus": nl.Softplus, "step": nl.Step, "cos": nl.Cos,
+ACT_CLASSES = {"identity": nl.Identity, "relu": nl.ReLU, "leaky_relu": nl.LeakyReLU,
+               "sigmoid": nl.Sigmoid, "tanh": nl.Tanh, "softplus": nl.Softplus,
+               "step": nl.Step, "cos": nl.Cos, "gelu": nl.GELU, "silu": nl.SiLU,
+               "elu": nl.ELU, "softsign": nl.Softsign, "hardtanh": nl.Hardtanh,
                "softmax": nl.Softmax, "log_softmax": nl.LogSoftmax}
+# the arguments an activation is drawn with, as the reference takes them:
+# LeakyReLU's slope as a number, the others' as a dict by name
+ACT_ARGS = {
+    "leaky_relu": st.sampled_from([0.01, 0.2, -0.5, 1.5, 0.0]),
+    "gelu": st.sampled_from(["none", "tanh"]).map(lambda v: {"approximate": v}),
+    "elu": st.sampled_from([1.0, 0.5, 2.0, 0.0, -0.5]).map(lambda v: {"alpha": v}),
+    "hardtanh": st.sampled_from([(-1.0, 1.0), (-0.5, 2.0), (0.0, 6.0), (-3.0, -1.0)]).map(
+        lambda v: {"min_val": v[0], "max_val": v[1]}),
+}
+
+
+def draw_args(draw, kind):
+    """An activation's arguments (see ACT_ARGS); 0.01 for kinds without."""
+    return draw(ACT_ARGS[kind]) if kind in ACT_ARGS else 0.01
+
+
+def make_activation(kind, args, dtype=None):
+    """The layer of an activation kind with the arguments of draw_args."""
+    if kind == "leaky_relu":
+        return nl.LeakyReLU(args, dtype=dtype)
+    return ACT_CLASSES[kind](**(args if isinstance(args, dict) else {}), dtype=dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -218,8 +241,7 @@ def layer_cases(draw, kind):
         ldt = draw(st.sampled_from([None, F32, F64]))
         case["layer_dtype"] = ldt
         case["eff"] = ldt if ldt is not None else (F32 if in_dt == F32 else F64)
-        if kind == "leaky_relu":
-            case["slope"] = draw(st.sampled_from([0.01, 0.2, -0.5, 1.5, 0.0]))
+        case["slope"] = draw_args(draw, kind)
     case["x"] = draw(arrays(in_dt, (N, D), regime))
     case["x_layout"] = draw(st.sampled_from(LAYOUTS))
     gy_dt = draw(st.sampled_from(DTYPES))
@@ -239,9 +261,7 @@ def make_layer(case):
         if case["b"] is not None:
             layer.params["b"] = case["b"]
         return layer
-    if kind == "leaky_relu":
-        return nl.LeakyReLU(case["slope"], dtype=ldt)
-    return ACT_CLASSES[kind](dtype=ldt)
+    return make_activation(kind, case["slope"], ldt)
 
 
 def check_layer_forward(case, y, want, x_eff):
@@ -620,11 +640,38 @@ def test_cross_entropy_of_equal_logits_is_log_c(case):
 # ---------------------------------------------------------------------------
 
 SEQ_ACTS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "step", "cos",
-            "softmax", "log_softmax")
+            "gelu", "silu", "elu", "softsign", "hardtanh", "softmax", "log_softmax")
+# bounds of |f'| and |f''| (where f' is continuous) per activation
 LIPSCHITZ = {"identity": 1.0, "relu": 1.0, "sigmoid": 0.25, "tanh": 1.0, "softplus": 1.0,
-             "cos": 1.0}
+             "cos": 1.0, "gelu": 1.13, "silu": 1.1, "softsign": 1.0, "hardtanh": 1.0}
 SECOND = {"identity": 0.0, "relu": 0.0, "leaky_relu": 0.0, "sigmoid": 0.1, "tanh": 0.8,
-          "softplus": 0.25, "cos": 1.0}
+          "softplus": 0.25, "cos": 1.0, "gelu": 0.8, "silu": 0.5, "softsign": 2.0,
+          "hardtanh": 0.0}
+
+
+def lipschitz(kind, args):
+    if kind == "leaky_relu":
+        return max(1.0, abs(args))
+    if kind == "elu":
+        return max(1.0, abs(args["alpha"]))
+    return LIPSCHITZ[kind]
+
+
+def second(kind, args):
+    return abs(args["alpha"]) if kind == "elu" else SECOND[kind]
+
+
+def jumps(kind, args):
+    """(where, by how much) the derivative jumps."""
+    if kind == "relu":
+        return [(0.0, 1.0)]
+    if kind == "leaky_relu":
+        return [(0.0, abs(1 - args))]
+    if kind == "elu":
+        return [(0.0, abs(1 - args["alpha"]))]
+    if kind == "hardtanh":
+        return [(args["min_val"], 1.0), (args["max_val"], 1.0)]
+    return []
 
 
 @st.composite
@@ -644,8 +691,7 @@ def model_cases(draw, regime_choices):
             specs.append(("linear", {"W": W, "b": b}, 0.01))
             width = O
         else:
-            slope = draw(st.sampled_from([0.01, -0.5, 1.5])) if kind == "leaky_relu" else 0.01
-            specs.append((kind, None, slope))
+            specs.append((kind, None, draw_args(draw, kind)))
     in_dt = draw(st.sampled_from(DTYPES))
     x = draw(arrays(in_dt, (N, D), regime))
     gy = draw(arrays(dt, (N, width), regime))
@@ -678,10 +724,8 @@ def build_model(case):
             layer.params["W"] = W
             if b is not None:
                 layer.params["b"] = b
-        elif kind == "leaky_relu":
-            layer = nl.LeakyReLU(slope)
         else:
-            layer = ACT_CLASSES[kind]()
+            layer = make_activation(kind, slope)
         layers.append(layer)
     return nl.Sequential(*layers)
 
@@ -711,8 +755,7 @@ def chain_bounds(specs, caches, out, dt):
             E = 2 * E.max(axis=1, keepdims=True, initial=0) + R * h.shape[1] * (
                 eps * (np.abs(h - m) + np.abs(lse) + np.abs(a) + 1) + tiny)
         else:
-            L = max(1.0, abs(slope)) if kind == "leaky_relu" else LIPSCHITZ[kind]
-            E = L * E + R * (eps * np.abs(a) + tiny)
+            E = lipschitz(kind, slope) * E + R * (eps * np.abs(a) + tiny)
         E = np.broadcast_to(E, a.shape).copy()
         bounds.append(E)
     return bounds
@@ -756,11 +799,10 @@ def chain_backward_bounds(specs, caches, out, fwd, gy, dt):
                 R * h.shape[1] * (eps * (np.abs(g) + pr * s) + tiny)
         else:
             deriv = np.abs(f64(ref.activation_derivative(kind, caches[i], slope)))
-            G = G * deriv + np.abs(g) * (SECOND[kind] * Eh + 2 * Ea) + \
+            G = G * deriv + np.abs(g) * (second(kind, slope) * Eh + 2 * Ea) + \
                 R * (eps * (np.abs(gi) + np.abs(g)) + tiny)
-            if kind in ("relu", "leaky_relu"):      # the derivative jumps at 0
-                jump = 1.0 if kind == "relu" else abs(1 - slope)
-                G = G + np.where(np.abs(h) <= Eh, jump * np.abs(g), 0)
+            for at, jump in jumps(kind, slope):
+                G = G + np.where(np.abs(h - at) <= Eh, jump * np.abs(g), 0)
         g, gk = gi, gin
     return gk, G, grad_bounds
 

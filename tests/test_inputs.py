@@ -36,7 +36,11 @@ ACTIVATIONS = {
     "leaky_relu": (lambda dtype=None: nl.LeakyReLU(0.2, dtype=dtype), 0.2),
     "sigmoid": (nl.Sigmoid, 0.01), "tanh": (nl.Tanh, 0.01), "softplus": (nl.Softplus, 0.01),
     "step": (nl.Step, 0.01), "cos": (nl.Cos, 0.01), "softmax": (nl.Softmax, 0.01),
-    "log_softmax": (nl.LogSoftmax, 0.01),
+    "log_softmax": (nl.LogSoftmax, 0.01), "gelu": (nl.GELU, 0.01), "silu": (nl.SiLU, 0.01),
+    "elu": (lambda dtype=None: nl.ELU(0.5, dtype=dtype), {"alpha": 0.5}),
+    "softsign": (nl.Softsign, 0.01),
+    "hardtanh": (lambda dtype=None: nl.Hardtanh(-0.5, 2.0, dtype=dtype),
+                 {"min_val": -0.5, "max_val": 2.0}),
 }
 OBJECTS = ["linear", "linear_nobias"] + list(ACTIVATIONS) + ["sequential"]
 
@@ -61,14 +65,14 @@ def make(name, dtype):
 
 
 def specs_of(obj, name):
-    """The reference's (kind, params, slope) for every layer of obj."""
+    """The reference's (kind, params, arguments) for every layer of obj."""
     layers = list(obj) if name == "sequential" else [obj]
     out = []
     for layer in layers:
         params = {k: np.array(v, copy=True) for k, v in layer.params.items()} or None
         if params is not None and "b" not in params:
             params["b"] = None
-        out.append((layer.kind, params, getattr(layer, "slope", 0.01)))
+        out.append((layer.kind, params, layer._args))
     return out
 
 
@@ -343,6 +347,11 @@ SPECIAL_OUT = {
     "softplus": [NAN, INF, 0.0],
     "step": [NAN, 1.0, 0.0],
     "cos": [NAN, NAN, NAN],
+    "gelu": [NAN, INF, NAN],          # -inf * Φ(-inf) = -inf * 0, as torch
+    "silu": [NAN, INF, NAN],          # -inf * σ(-inf), as torch
+    "elu": [NAN, INF, -0.5],          # alpha 0.5
+    "softsign": [NAN, NAN, NAN],      # inf / (1 + inf), as torch
+    "hardtanh": [NAN, 2.0, -0.5],     # clamped to [-0.5, 2]
 }
 
 

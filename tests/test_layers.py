@@ -19,7 +19,8 @@ from nnlayers.layers import layer_from_config
 
 DTYPES = [np.float32, np.float64]
 
-# name -> (constructor(dtype, in_features, seed), kind, slope, class name)
+# name -> (constructor(dtype, in_features, seed), kind, slope, class name);
+# slope: LeakyReLU's, or the kind's arguments as a dict (see _reference)
 SPECS = {
     "linear": (lambda dt, i, s: nl.Linear(i, 4, bias=True, dtype=dt, seed=s),
                "linear", 0.01, "Linear"),
@@ -35,11 +36,25 @@ SPECS = {
     "softplus": (lambda dt, i, s: nl.Softplus(), "softplus", 0.01, "Softplus"),
     "step": (lambda dt, i, s: nl.Step(), "step", 0.01, "Step"),
     "cos": (lambda dt, i, s: nl.Cos(), "cos", 0.01, "Cos"),
+    "gelu": (lambda dt, i, s: nl.GELU(), "gelu", 0.01, "GELU"),
+    "gelu_tanh": (lambda dt, i, s: nl.GELU(approximate="tanh"), "gelu",
+                  {"approximate": "tanh"}, "GELU"),
+    "silu": (lambda dt, i, s: nl.SiLU(), "silu", 0.01, "SiLU"),
+    "elu": (lambda dt, i, s: nl.ELU(), "elu", 0.01, "ELU"),
+    "elu_0.4": (lambda dt, i, s: nl.ELU(alpha=0.4), "elu", {"alpha": 0.4}, "ELU"),
+    "elu_-0.7": (lambda dt, i, s: nl.ELU(alpha=-0.7), "elu", {"alpha": -0.7}, "ELU"),
+    "softsign": (lambda dt, i, s: nl.Softsign(), "softsign", 0.01, "Softsign"),
+    "hardtanh": (lambda dt, i, s: nl.Hardtanh(), "hardtanh", 0.01, "Hardtanh"),
+    "hardtanh_-0.5_2": (lambda dt, i, s: nl.Hardtanh(-0.5, 2.0), "hardtanh",
+                        {"min_val": -0.5, "max_val": 2.0}, "Hardtanh"),
     "softmax": (lambda dt, i, s: nl.Softmax(), "softmax", 0.01, "Softmax"),
     "log_softmax": (lambda dt, i, s: nl.LogSoftmax(), "log_softmax", 0.01, "LogSoftmax"),
 }
 ALL = list(SPECS)
-KINKED = {"relu", "leaky_relu", "leaky_relu_0.2", "step"}
+# where the derivative jumps (finite differences stay away)
+KINKS = {"relu": (0.0,), "leaky_relu": (0.0,), "leaky_relu_0.2": (0.0,), "step": (0.0,),
+         "elu_0.4": (0.0,), "elu_-0.7": (0.0,), "hardtanh": (-1.0, 1.0),
+         "hardtanh_-0.5_2": (-0.5, 2.0)}
 
 
 def make(name, dtype, in_features=5, seed=7, rng=None):
@@ -58,8 +73,13 @@ def ref_params(layer):
     return {k: np.array(v, copy=True) for k, v in layer.params.items()}
 
 
-def away_from_zero(x, margin=0.1):
-    return np.where(x >= 0, 1.0, -1.0) * (margin + np.abs(x))
+def away_from(x, kinks, margin=0.1):
+    """x with every value at least `margin` from every kink (kinks sorted,
+    more than 2 * margin apart)."""
+    for k in kinks:
+        d = x - k
+        x = np.where(np.abs(d) < margin, k + np.where(d >= 0, 1.0, -1.0) * margin, x)
+    return x
 
 
 # ---------------------------------------------------------------------------
@@ -70,9 +90,9 @@ def away_from_zero(x, margin=0.1):
 def test_gradcheck_every_layer(name, rng):
     layer = make(name, np.float64, 5, rng=rng)
     x = 1.5 * rng.standard_normal((4, 5))
-    if name in KINKED:
-        x = away_from_zero(x)
-        assert np.min(np.abs(x)) > 0.1
+    if name in KINKS:
+        x = away_from(x, KINKS[name])
+        assert all(np.min(np.abs(x - k)) >= 0.1 - 1e-12 for k in KINKS[name])
     res = nl.gradcheck(layer, x)
     assert res.ok
     assert res.max_rel_error <= 1e-6
@@ -209,7 +229,10 @@ def test_kind_names():
     want = {"linear": "linear", "linear_nobias": "linear", "identity": "identity",
             "relu": "relu", "leaky_relu": "leaky_relu", "leaky_relu_0.2": "leaky_relu",
             "sigmoid": "sigmoid", "tanh": "tanh", "softplus": "softplus", "step": "step",
-            "cos": "cos", "softmax": "softmax", "log_softmax": "log_softmax"}
+            "cos": "cos", "softmax": "softmax", "log_softmax": "log_softmax",
+            "gelu": "gelu", "gelu_tanh": "gelu", "silu": "silu", "elu": "elu",
+            "elu_0.4": "elu", "elu_-0.7": "elu", "softsign": "softsign",
+            "hardtanh": "hardtanh", "hardtanh_-0.5_2": "hardtanh"}
     for name in ALL:
         layer = make(name, np.float64)
         assert layer.kind == want[name]

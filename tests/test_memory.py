@@ -540,7 +540,8 @@ def test_fit_makes_no_allocations_after_the_first_epoch():
 def test_layers_losses_and_sgd_make_no_core_allocations():
     rng = np.random.default_rng(12)
     lin = nl.Linear(8, 4, seed=13)
-    acts = [nl.ReLU(), nl.Softmax(), nl.LogSoftmax(), nl.Softplus()]
+    acts = [nl.ReLU(), nl.Softmax(), nl.LogSoftmax(), nl.Softplus(), nl.GELU(), nl.SiLU(),
+            nl.ELU(), nl.Softsign(), nl.Hardtanh()]
     losses = [(nl.SoftmaxCrossEntropy(), rng.integers(0, 4, size=6)),
               (nl.BinaryCrossEntropy(), rng.random((6, 4))),
               (nl.MSE(), rng.standard_normal((6, 4))), (nl.NLL(), rng.integers(0, 4, size=6))]

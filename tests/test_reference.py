@@ -7,6 +7,7 @@ hand-unrolled SGD steps and explicit loops.
 """
 
 import importlib.util
+import math
 import pathlib
 import sys
 import warnings
@@ -28,7 +29,15 @@ def _load(name):
 ref = _load("_reference")
 gc = _load("gradcheck")
 
-ACTS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "step", "cos"]
+ACTS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "step", "cos",
+        "gelu", "silu", "elu", "softsign", "hardtanh"]
+# the activations with arguments, in settings that change the function
+ACT_ARGS = [("leaky_relu", {"slope": -0.3}), ("gelu", {"approximate": "tanh"}),
+            ("gelu", {"approximate": 1.0}), ("elu", {"alpha": 0.4}), ("elu", {"alpha": -0.7}),
+            ("elu", {"alpha": 0.0}), ("hardtanh", {"min_val": -0.5, "max_val": 2.0})]
+# where each kind's derivative jumps (finite differences stay away)
+KINKS = {"relu": (0.0,), "leaky_relu": (0.0,), "step": (0.0,), "elu": (0.0,),
+         "hardtanh": (-1.0, 1.0, -0.5, 2.0)}
 DTYPES = [np.float32, np.float64]
 
 
@@ -65,6 +74,16 @@ def away_from_zero(rng, shape, margin=0.1):
     return np.where(np.abs(z) < margin, np.sign(z + 1e-300) * (margin + np.abs(z)), z)
 
 
+def away_from(rng, shape, kinks, margin=0.1):
+    """2 N(0, 1) values, each at least `margin` from every kink."""
+    z = rng.standard_normal(shape) * 2
+    for k in kinks:
+        d = z - k
+        z = np.where(np.abs(d) < margin, k + np.sign(d + 1e-300) * (margin + np.abs(d)), z)
+    assert all(np.min(np.abs(z - k)) >= margin * 0.99 for k in kinks)
+    return z
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
@@ -76,7 +95,7 @@ def rng():
 
 @pytest.mark.parametrize("kind", ACTS)
 def test_activation_backward_matches_finite_differences(kind, rng):
-    z = away_from_zero(rng, (4, 5))
+    z = away_from(rng, (4, 5), KINKS.get(kind, ()) + (0.0,))
     r = rng.standard_normal(z.shape)
     slope = 0.07
     num = num_vjp(lambda t: ref.activation_forward(kind, t, slope), z, r)
@@ -110,7 +129,83 @@ def test_activation_values():
     np.testing.assert_array_equal(ref.activation_backward("step", np.ones_like(z), z), 0)
     np.testing.assert_allclose(ref.activation_backward("cos", np.ones_like(z), z), -np.sin(z))
     with pytest.raises(TypeError):
-        ref.activation_forward("gelu", z)
+        ref.activation_forward("mish", z)
+
+
+@pytest.mark.parametrize("kind,args", ACT_ARGS, ids=[f"{k}-{a}" for k, a in ACT_ARGS])
+def test_activation_arguments_match_finite_differences(kind, args, rng):
+    z = away_from(rng, (4, 5), KINKS[kind] if kind in KINKS else ())
+    r = rng.standard_normal(z.shape)
+    num = num_vjp(lambda t: ref.activation_forward(kind, t, args), z, r)
+    for ana in (ref.activation_backward(kind, r, z, args),          # a dict, as layer._args
+                ref.activation_backward(kind, r, z, **args)):      # keywords
+        np.testing.assert_allclose(ana, num, rtol=1e-6, atol=1e-8)
+    # the arguments matter: the defaults give another function here
+    assert not np.allclose(ref.activation_forward(kind, z, args), ref.activation_forward(kind, z)) \
+        or kind == "gelu" and args["approximate"] == "none"
+
+
+def test_new_activation_values():
+    z = np.array([[-3.0, -1.0, 0.0, 0.5, 2.0]])
+    phi = np.array([[0.5 * math.erfc(-v / math.sqrt(2)) for v in z[0]]])
+    np.testing.assert_allclose(ref.activation_forward("gelu", z), z * phi, rtol=1e-14)
+    u = math.sqrt(2 / math.pi) * (z + 0.044715 * z**3)
+    np.testing.assert_allclose(ref.activation_forward("gelu", z, approximate="tanh"),
+                               0.5 * z * (1 + np.tanh(u)), rtol=1e-14)
+    np.testing.assert_allclose(ref.activation_forward("silu", z), z / (1 + np.exp(-z)),
+                               rtol=1e-15)
+    np.testing.assert_allclose(ref.activation_forward("elu", z, alpha=0.5),
+                               np.where(z > 0, z, 0.5 * (np.exp(z) - 1)), rtol=1e-15)
+    np.testing.assert_allclose(ref.activation_forward("softsign", z),
+                               [[-0.75, -0.5, 0, 1 / 3, 2 / 3]], rtol=1e-15)
+    np.testing.assert_array_equal(ref.activation_forward("hardtanh", z, min_val=-1, max_val=0.5),
+                                  [[-1, -1, 0, 0.5, 0.5]])
+    # Hardtanh: derivative 0 at both edges and outside, 1 strictly inside
+    edges = np.array([[-1.5, -1.0, -0.999, 0.999, 1.0, 1.5]])
+    np.testing.assert_array_equal(ref.activation_derivative("hardtanh", edges),
+                                  [[0, 0, 1, 1, 0, 0]])
+    # GELU's lower tail does not cancel to 0: z Φ(z) at z = -10 is ~ -7.6e-23
+    assert ref.activation_forward("gelu", np.array([[-10.0]]))[0, 0] == pytest.approx(
+        -10 * 0.5 * math.erfc(10 / math.sqrt(2)), rel=1e-14)
+
+
+def test_new_activations_nan_and_inf():
+    """NaN in, NaN out (forward); backward as torch: NaN for GELU, SiLU and
+    Softsign, dy through ELU, 0 from Hardtanh's select."""
+    z = np.array([[np.nan, np.inf, -np.inf]])
+    ones = np.ones_like(z)
+    want_fwd = {"gelu": [np.nan, np.inf, np.nan], "silu": [np.nan, np.inf, np.nan],
+                "elu": [np.nan, np.inf, -1.0], "softsign": [np.nan, np.nan, np.nan],
+                "hardtanh": [np.nan, 1.0, -1.0]}
+    want_bwd = {"gelu": [np.nan] * 3, "silu": [np.nan] * 3, "elu": [1.0, 1.0, 0.0],
+                "softsign": [np.nan] * 3, "hardtanh": [0.0, 0.0, 0.0]}
+    with np.errstate(all="ignore"):
+        for kind in want_fwd:
+            np.testing.assert_array_equal(ref.activation_forward(kind, z)[0], want_fwd[kind],
+                                          err_msg=kind)
+            np.testing.assert_array_equal(ref.activation_backward(kind, ones, z)[0],
+                                          want_bwd[kind], err_msg=kind)
+        np.testing.assert_array_equal(
+            ref.activation_forward("gelu", z, approximate="tanh")[0], want_fwd["gelu"])
+        # a NaN or inf gradient does not leak through Hardtanh where it is flat
+        g = ref.activation_backward("hardtanh", np.array([[np.nan, np.inf, 3.0]]),
+                                    np.array([[5.0, -5.0, 0.0]]))
+        np.testing.assert_array_equal(g, [[0.0, 0.0, 3.0]])
+
+
+def test_activation_argument_errors():
+    z = np.zeros((1, 2))
+    with pytest.raises(TypeError, match="takes no argument 'slope'"):
+        ref.activation_forward("elu", z, {"slope": 0.2})
+    with pytest.raises(TypeError, match="takes no argument 'alpha'"):
+        ref.activation_forward("relu", z, alpha=0.2)
+    with pytest.raises(ValueError, match="approximate must be 'none' or 'tanh'"):
+        ref.activation_forward("gelu", z, approximate="fast")
+    with pytest.raises(ValueError, match="max_val must be greater than min_val"):
+        ref.activation_backward("hardtanh", z, z, min_val=1.0, max_val=1.0)
+    # a number is LeakyReLU's slope and means nothing to the others (old callers)
+    np.testing.assert_array_equal(ref.activation_forward("elu", z, 0.3),
+                                  ref.activation_forward("elu", z))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

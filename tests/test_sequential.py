@@ -44,9 +44,19 @@ ARCHS = {
         nl.Linear(4, 5, dtype=dt, seed=12), nl.LeakyReLU(),
         nl.Linear(5, 5, dtype=dt, seed=13), nl.Step(),
         nl.Linear(5, 3, dtype=dt, seed=14), nl.Softmax(), nl.Linear(3, 2, dtype=dt, seed=15)],
+    # torch's activations: ELU (alpha >= 0), Softsign and Hardtanh run in
+    # place over their Linear's output; ELU with alpha < 0 cannot
+    "torch_activations": lambda dt: [
+        nl.Linear(4, 6, dtype=dt, seed=19), nl.GELU(),
+        nl.Linear(6, 6, dtype=dt, seed=20), nl.ELU(0.5),
+        nl.Linear(6, 5, dtype=dt, seed=21), nl.Hardtanh(-1.5, 2.0),
+        nl.Linear(5, 5, dtype=dt, seed=22), nl.SiLU(),
+        nl.Linear(5, 4, dtype=dt, seed=23), nl.Softsign(),
+        nl.Linear(4, 4, dtype=dt, seed=24), nl.ELU(-0.3), nl.GELU(approximate="tanh"),
+        nl.Linear(4, 3, dtype=dt, seed=25)],
 }
 GRADCHECK_ARCHS = ["tanh_sigmoid_softplus", "relu_logsoftmax", "cos_softmax", "mixed",
-                   "negative_leaky"]
+                   "negative_leaky", "torch_activations"]
 
 
 def build(arch, dtype, rng):
@@ -58,20 +68,30 @@ def build(arch, dtype, rng):
 
 
 def specs_of(model):
-    """(kind, params, slope) per layer for nnlayers._reference."""
+    """(kind, params, arguments) per layer for nnlayers._reference."""
     out = []
     for layer in model:
         P = {k: np.array(v, copy=True) for k, v in layer.params.items()} or None
-        out.append((layer.kind, P, layer.slope if layer.kind == "leaky_relu" else 0.01))
+        out.append((layer.kind, P, layer._args))
     return out
 
 
+def kinks(layer):
+    """Where the layer's derivative jumps."""
+    if layer.kind in ("relu", "leaky_relu", "step", "elu"):
+        return [0.0]
+    if layer.kind == "hardtanh":
+        return [layer.min_val, layer.max_val]
+    return []
+
+
 def preactivations_away_from_kinks(model, x, margin=1e-3):
-    """Every input of a ReLU/LeakyReLU/Step is at least `margin` from 0."""
+    """Every input of a ReLU/LeakyReLU/Step/ELU is at least `margin` from
+    0, of a Hardtanh from its ends."""
     _, caches = ref.sequential_forward(specs_of(model), x)
     for layer, h in zip(model, caches):
-        if layer.kind in ("relu", "leaky_relu", "step"):
-            if np.min(np.abs(h)) <= margin:
+        for k in kinks(layer):
+            if np.min(np.abs(h - k)) <= margin:
                 return False
     return True
 

@@ -218,6 +218,8 @@ ALL_LAYERS = [
     lambda dt: nl.Identity(), lambda dt: nl.ReLU(), lambda dt: nl.LeakyReLU(0.2),
     lambda dt: nl.Sigmoid(), lambda dt: nl.Tanh(), lambda dt: nl.Softplus(),
     lambda dt: nl.Step(), lambda dt: nl.Cos(), lambda dt: nl.Softmax(), lambda dt: nl.LogSoftmax(),
+    lambda dt: nl.GELU(), lambda dt: nl.GELU(approximate="tanh"), lambda dt: nl.SiLU(),
+    lambda dt: nl.ELU(0.5), lambda dt: nl.Softsign(), lambda dt: nl.Hardtanh(-0.5, 0.5),
 ]
 
 

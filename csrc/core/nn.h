@@ -184,6 +184,11 @@ typedef enum nn_kind {
     NN_SOFTPLUS,
     NN_STEP,
     NN_COS,
+    NN_GELU,
+    NN_SILU,
+    NN_ELU,
+    NN_SOFTSIGN,
+    NN_HARDTANH,
     NN_SOFTMAX,
     NN_LOG_SOFTMAX,
     NN_ADD,
@@ -230,6 +235,9 @@ typedef struct nn_external {
  * tensors. Configuration by kind (see ops.c):
  *   LINEAR       in, out; bias = 1 with a bias
  *   LEAKY_RELU   arg[0] = negative slope
+ *   GELU         arg[0] = 0 exact (erf), 1 the tanh approximation
+ *   ELU          arg[0] = alpha
+ *   HARDTANH     arg[0] = min_val, arg[1] = max_val (min_val < max_val)
  *   merges       none (widths from the inputs)
  *   DROPOUT      arg[0] = p
  *   BATCHNORM    in = features; arg eps, momentum (< 0: cumulative),
@@ -472,12 +480,12 @@ void nn_gemm_ref_##sfx(int trans_a, int trans_b, size_t M, size_t N,       \
 void nn_column_sums_##sfx(real *out, const real *g, size_t N, size_t O,    \
                           size_t lo, size_t hi, int add);                  \
 /* Elementwise activation over n values: out = f(inp); out may be inp.    \
- * slope: LeakyReLU's. */                                                  \
-void nn_act_forward_##sfx(nn_kind kind, double slope, real *out,           \
+ * arg: the layer's arguments (nn_layer.arg: LeakyReLU's slope, ...). */   \
+void nn_act_forward_##sfx(nn_kind kind, const double *arg, real *out,      \
                           const real *inp, size_t n);                      \
 /* dinp (+)= dout * f'(inp), from out (= f(inp)) where that is cheaper.    \
  * acc: 1 adds into dinp. */                                               \
-void nn_act_backward_##sfx(nn_kind kind, double slope, real *dinp,         \
+void nn_act_backward_##sfx(nn_kind kind, const double *arg, real *dinp,    \
                            const real *dout, const real *inp,              \
                            const real *out, size_t n, int acc);            \
 /* Row-wise softmax and log-softmax, stable. out, inp (N, C). */           \

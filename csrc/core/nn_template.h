@@ -22,6 +22,7 @@ typedef float real;
 #define R_LOG logf
 #define R_LOG1P log1pf
 #define R_EXPM1 expm1f
+#define R_ERFC erfcf
 #define R_TANH tanhf
 #define R_COS cosf
 #define R_SIN sinf
@@ -37,6 +38,7 @@ typedef double real;
 #define R_LOG log
 #define R_LOG1P log1p
 #define R_EXPM1 expm1
+#define R_ERFC erfc
 #define R_TANH tanh
 #define R_COS cos
 #define R_SIN sin

@@ -176,9 +176,10 @@ static void workspace_layernorm(const nn_layer *L, size_t out_w,
     *fixed = 0;
 }
 
-/* LeakyReLU's backward can use its output only with a slope >= 0 (the
- * sign of the output then tells the sign of the input) */
-static int out_bwd_leaky(const nn_layer *L)
+/* LeakyReLU's and ELU's backward can use the output only when arg[0]
+ * (slope, alpha) is >= 0: the sign of the output then tells the sign of
+ * the input */
+static int out_bwd_sign_kept(const nn_layer *L)
 {
     return L->arg[0] >= 0;
 }
@@ -264,12 +265,24 @@ const nn_op nn_op_table[NN_KIND_COUNT] = {
     [NN_RELU] = {ACTIVATION("relu", NN_OP_OUT_BWD)},
     [NN_LEAKY_RELU] = {ACTIVATION("leaky_relu", NN_OP_OUT_BWD),
                        .arg_names = {"slope"}, .arg_defaults = {0.01},
-                       .out_bwd = out_bwd_leaky},
+                       .out_bwd = out_bwd_sign_kept},
     [NN_SIGMOID] = {ACTIVATION("sigmoid", NN_OP_OUT_BWD | NN_OP_NEEDS_OUT)},
     [NN_TANH] = {ACTIVATION("tanh", NN_OP_OUT_BWD | NN_OP_NEEDS_OUT)},
     [NN_SOFTPLUS] = {ACTIVATION("softplus", 0)},
     [NN_STEP] = {ACTIVATION("step", NN_OP_OUT_BWD)},
     [NN_COS] = {ACTIVATION("cos", 0)},
+    [NN_GELU] = {ACTIVATION("gelu", 0), .arg_names = {"approximate"},
+                 .arg_defaults = {0.0}},
+    [NN_SILU] = {ACTIVATION("silu", 0)},
+    /* ELU: from its output with alpha >= 0, from its input otherwise */
+    [NN_ELU] = {ACTIVATION("elu", NN_OP_OUT_BWD | NN_OP_NEEDS_OUT),
+                .arg_names = {"alpha"}, .arg_defaults = {1.0},
+                .out_bwd = out_bwd_sign_kept},
+    [NN_SOFTSIGN] = {ACTIVATION("softsign", NN_OP_OUT_BWD | NN_OP_NEEDS_OUT)},
+    /* Hardtanh: [lo < a < hi] is [lo < z < hi] for any lo, hi */
+    [NN_HARDTANH] = {ACTIVATION("hardtanh", NN_OP_OUT_BWD | NN_OP_NEEDS_OUT),
+                     .arg_names = {"min_val", "max_val"},
+                     .arg_defaults = {-1.0, 1.0}},
     [NN_SOFTMAX] = {.name = "softmax", .min_in = 1, .max_in = 1,
                     .flags = NN_OP_ROWWISE | NN_OP_NEEDS_OUT,
                     .out_width = width_rows, KERNELS(softmax)},
