@@ -797,6 +797,9 @@ class Model(_core.Model):
         shuffle : reshuffle every epoch; with an int ``seed`` epoch e's order
             depends only on (seed, e), so a resumed fit shuffles as an
             uninterrupted one would
+        seed : int or None. An int also becomes the model's ``seed`` (the
+            key of Dropout's masks, with the step count), so a seeded fit
+            of a model is bitwise reproducible
         validation_data : (X_val, y_val) evaluated after each epoch;
         validation_split : float in [0, 1): the last fraction of the rows
             (before shuffling, as Keras) held out as validation data instead
@@ -864,6 +867,8 @@ class Model(_core.Model):
         history = History({"epochs": epochs, "batch_size": batch_size, "samples": n})
         classify = [lf.is_classification for lf in losses]
         rng = np.random.default_rng(seed) if seed is None else None
+        if seed is not None:
+            self.seed = seed
         n_batches = (n + batch_size - 1) // batch_size
         per_batch = [cb for cb in cbs if cbm.wants_batches(cb)]
         self.optimizer, self.stop_training = optimizer, False
