@@ -14,7 +14,8 @@ from setuptools import Extension, setup
 
 CORE = ["common.c", "ops.c", "graph.c", "optim.c", "pool.c", "gemm_small.c",
         "dtype_f32.c", "dtype_f64.c"]
-PY = ["module.c", "convert.c", "layer.c", "model.c", "loss.c", "optimizer.c"]
+PY = ["module.c", "convert.c", "layer.c", "external.c", "model.c", "loss.c",
+      "optimizer.c"]
 
 sources = [f"csrc/core/{f}" for f in CORE] + [f"csrc/py/{f}" for f in PY]
 depends = [os.path.join("csrc/core", f) for f in os.listdir("csrc/core")] + [

@@ -13,7 +13,7 @@ import zipfile
 
 import numpy as np
 
-from .layers import _CLASSES, layer_from_config
+from .layers import _CLASSES, layer_from_config, python_layer_from_config
 
 FORMAT = "nnlayers-model"
 VERSION = 2
@@ -60,13 +60,41 @@ def _model_entry(m, ids):
             "output_names": list(m._output_names)}
 
 
+def _layer_entry(layer):
+    """A layer's JSON entry. A layer written in Python also records its
+    module, dtype and tensors (names, shapes, buffer or not): the loader
+    checks a file against them before building anything."""
+    entry = {"type": "layer", "class": type(layer).__name__, "config": layer.get_config(),
+             "name": layer.name, "trainable": bool(layer.trainable)}
+    if layer._builtin:
+        return entry
+    try:
+        json.dumps(entry["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): its config "
+                         f"{entry['config']!r} is not JSON ({e}); define get_config() "
+                         f"returning JSON-able constructor arguments") from None
+    tensors = {k: [list(v.shape), False] for k, v in layer.params.items()}
+    tensors.update({k: [list(v.shape), True] for k, v in layer.buffers.items()})
+    entry.update({"python": True, "module": type(layer).__module__,
+                  "dtype": None if layer.dtype is None else np.dtype(layer.dtype).name,
+                  "tensors": tensors})
+    return entry
+
+
+def python_classes(model):
+    """{class name: class} of the layers written in Python in `model`
+    (what load's custom_objects must give)."""
+    return {type(layer).__name__: type(layer) for layer in _collect(model)[0]
+            if not layer._builtin}
+
+
 def to_archive(model, weights=True):
     """(architecture dict, {name: array}) describing `model` (without
     weights: the architecture alone, {})."""
     leaves, models = _collect(model)
     ids = {id(o): i for i, o in enumerate(leaves + models)}
-    objects = [{"type": "layer", "class": type(layer).__name__, "config": layer.get_config(),
-                "name": layer.name, "trainable": bool(layer.trainable)} for layer in leaves]
+    objects = [_layer_entry(layer) for layer in leaves]
     objects += [_model_entry(m, ids) for m in models]
     arrays = {}
     for i, layer in enumerate(leaves if weights else []):
@@ -133,9 +161,29 @@ class _Bad(Exception):
 _MAX_JSON_BYTES = 4 << 20
 
 
-def _expected_tensors(cls_name, cfg):
-    """{name: shape} of a layer's tensors from its class and config,
-    without building it; raises _Bad."""
+def _declared_tensors(entry):
+    """{name: shape} a Python layer's entry declares; raises _Bad."""
+    tensors = entry.get("tensors")
+    if not isinstance(tensors, dict):
+        raise _Bad("a Python layer's entry lists no tensors")
+    out = {}
+    for name, item in tensors.items():
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], list)
+                and 1 <= len(item[0]) <= 2 and isinstance(item[1], bool)
+                and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d < 2**31
+                        for d in item[0])):
+            raise _Bad(f"tensor {name!r} must be [shape, is_buffer], got {item!r}")
+        out[name] = tuple(item[0])
+    return out
+
+
+def _expected_tensors(entry):
+    """{name: shape} of a layer's tensors from its entry (class and
+    config, or the shapes a Python layer's entry declares), without
+    building it; raises _Bad."""
+    if entry.get("python"):
+        return _declared_tensors(entry)
+    cls_name, cfg = entry.get("class"), entry.get("config")
     cls = _CLASSES.get(cls_name) if isinstance(cls_name, str) else None
     if cls is None:
         raise _Bad(f"unknown layer class {cls_name!r}")
@@ -204,10 +252,35 @@ def _spec_from_entry(entry, built, n_outputs_of):
     return _Spec(spec_inputs, objs, list(names), spec_nodes, outs)
 
 
-def _build(arch, arrays, shapes_of):
+def _python_layer(entry, custom_objects):
+    """A layer written in Python, from its entry: its class from
+    custom_objects (nothing named by the file is imported), built from its
+    config, its tensors checked against the entry's."""
+    name = entry.get("class")
+    cls = (custom_objects or {}).get(name) if isinstance(name, str) else None
+    if cls is None:
+        raise _Bad(f"layer class {name!r} (module {entry.get('module')!r}) is written in "
+                   f"Python; pass its class to load: custom_objects={{{name!r}: {name}}} "
+                   f"(nnlayers never imports code a file names)")
+    dtype = entry.get("dtype")
+    if dtype not in (None, "float32", "float64"):
+        raise _Bad(f"unsupported dtype {dtype!r}")
+    try:
+        layer = python_layer_from_config(cls, entry.get("config") or {}, dtype)
+    except Exception as e:   # the user's constructor may raise anything
+        raise _Bad(f"building {name} from its config failed: {type(e).__name__}: {e}") from None
+    have = {k: tuple(v.shape) for k, v in {**layer.params, **layer.buffers}.items()}
+    if have != _declared_tensors(entry):
+        raise _Bad(f"{name} built from its config has tensors {have}, the file "
+                   f"{_declared_tensors(entry)}")
+    return layer
+
+
+def _build(arch, arrays, shapes_of, custom_objects=None):
     """The model described by a checked architecture; `arrays` maps
     "<id>.<name>" to arrays whose shapes shapes_of(name) gives (None: the
-    layers keep their new weights)."""
+    layers keep their new weights); custom_objects gives the classes of
+    layers written in Python by name."""
     from .model import Model, Sequential
 
     objects = arch.get("objects")
@@ -225,7 +298,7 @@ def _build(arch, arrays, shapes_of):
         if not isinstance(entry, dict) or entry.get("type") not in ("layer", "model"):
             raise _Bad(f"object {i} is neither a layer nor a model")
         if entry["type"] == "layer":
-            for k, shape in _expected_tensors(entry.get("class"), entry.get("config")).items():
+            for k, shape in _expected_tensors(entry).items():
                 expected[f"{i}.{k}"] = shape
     if arrays is None:
         expected, arrays = {}, {}
@@ -250,7 +323,8 @@ def _build(arch, arrays, shapes_of):
     for i, entry in enumerate(objects):
         try:
             if entry["type"] == "layer":
-                layer = layer_from_config(entry.get("class"), entry.get("config"))
+                layer = _python_layer(entry, custom_objects) if entry.get("python") else \
+                    layer_from_config(entry.get("class"), entry.get("config"))
                 for k in (list(layer.params) + list(layer.buffers)) if arrays else []:
                     target = layer.params if k in layer.params else layer.buffers
                     target[k] = arrays[f"{i}.{k}"]
@@ -341,9 +415,10 @@ def _build_optimizer(meta, built, arrays, names):
     return opt
 
 
-def _rebuild(arch, arrays):
-    """Unpickling: the model from to_archive's output."""
-    return _build(arch, arrays, lambda name: (arrays[name].shape, arrays[name].dtype))
+def _rebuild(arch, arrays, custom_objects=None):
+    """Unpickling (and astype): the model from to_archive's output."""
+    return _build(arch, arrays, lambda name: (arrays[name].shape, arrays[name].dtype),
+                  custom_objects)
 
 
 def from_config(config, custom_objects=None):
@@ -353,7 +428,7 @@ def from_config(config, custom_objects=None):
         raise ValueError("from_config takes the dict of Model.get_config() "
                          f"(format {FORMAT!r}, version {VERSION})")
     try:
-        return _build(config, None, None)
+        return _build(config, None, None, custom_objects)
     except _Bad as e:
         raise ValueError(f"from_config: {e}") from None
 
@@ -420,11 +495,14 @@ def _v1_as_v2(arch):
             "objects": objects, "root": n}
 
 
-def load(path):
+def load(path, custom_objects=None):
     """Read a model written by ``Model.save`` (or a Sequential's of the
-    first version). Raises FileNotFoundError for a missing file and
-    ValueError for anything truncated, corrupted, mismatched or not
-    written by nnlayers."""
+    first version). ``custom_objects`` maps the class names of layers
+    written in Python to their classes (as in Keras): nnlayers never
+    imports code a file names. Raises FileNotFoundError for a missing
+    file and ValueError for anything truncated, corrupted, mismatched,
+    not written by nnlayers, or holding a Python layer's class that
+    custom_objects does not give."""
     try:
         npz = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -457,6 +535,7 @@ def load(path):
                 arch = _v1_as_v2(arch)
             elif arch.get("version") != VERSION:
                 raise _Bad(f"unsupported version {arch.get('version')!r}")
-            return _build(arch, _LazyArrays(npz, headers, path), lambda n: headers[n])
+            return _build(arch, _LazyArrays(npz, headers, path), lambda n: headers[n],
+                          custom_objects)
         except _Bad as e:
             raise _bad(path, str(e)) from None

@@ -26,7 +26,7 @@ __all__ = [
     "Softmax", "LogSoftmax",
     "Add", "Subtract", "Multiply", "Average", "Concatenate",
     "Dropout", "BatchNorm", "LayerNorm",
-    "Input", "SymbolicTensor", "layer_from_config",
+    "Input", "SymbolicTensor", "layer_from_config", "python_layer_from_config",
 ]
 
 
@@ -51,6 +51,14 @@ def _check_name(name):
 
 
 # ---------------------------------------------------------------- params
+
+def _same_memory(a, view):
+    """True when a is an array over exactly view's memory (the result of
+    an in-place operator on the view)."""
+    return (isinstance(a, np.ndarray) and a.dtype == view.dtype and a.shape == view.shape
+            and a.strides == view.strides
+            and a.__array_interface__["data"][0] == view.__array_interface__["data"][0])
+
 
 class ParamDict:
     """A mapping of parameter names to NumPy views of C-owned memory.
@@ -79,6 +87,8 @@ class ParamDict:
 
     def __setitem__(self, name, value):
         view = self[name]
+        if _same_memory(value, view):
+            return   # d[name] += g: the view was updated in place already
         self._owner._check_idle()  # not while another thread computes with it
         arr = np.asarray(value)
         if arr.dtype.kind not in "biuf":
@@ -230,7 +240,7 @@ def _call_symbolic(layer, inputs, out_widths, multi_out=False):
 # ---------------------------------------------------------------- layers
 
 class Layer(_core.Layer):
-    """Base class of every nnlayers layer.
+    """Base class of every nnlayers layer, and of layers written in Python.
 
     ``forward(x)`` (or ``layer(x)`` on arrays) maps ``x`` (N, in) to a new
     array (N, out) and keeps what ``backward`` needs.
@@ -242,18 +252,152 @@ class Layer(_core.Layer):
     Do not modify the arrays passed to or returned by ``forward`` before
     the matching ``backward``: a layer on its own reads them again (a model
     keeps its values in its own workspace instead).
+
+    **A layer of your own** subclasses ``Layer``, calls
+    ``super().__init__()`` (optionally ``dtype=np.float64``, ``name=...``),
+    adds its tensors with :meth:`add_param` / :meth:`add_buffer`, and
+    defines ``forward(self, x)`` (NumPy in, NumPy out; ``forward(self,
+    *xs)`` for several inputs) and ``backward(self, g)`` (adds the
+    parameter gradients into ``self.grads[...]`` and returns dL/dx, a list
+    for several inputs)::
+
+        class Scale(nl.Layer):
+            def __init__(self, features):
+                super().__init__()
+                self.s = self.add_param("s", (features,), init="ones")
+            def forward(self, x):
+                self.x = x
+                return x * self.s
+            def backward(self, g):
+                self.grads["s"] += (g * self.x).sum(0)
+                return g * self.s
+
+    In a model the engine calls it back, with the GIL, for that node only;
+    its parameters live in the model's parameter block (``self.s`` is kept
+    pointing at them) and every optimizer updates them. Define
+    ``output_width(self, *in_widths)`` when the output is not as wide as
+    the first input. ``self.training`` tells the mode of the call. Saving
+    records the constructor's arguments (or what ``get_config()``
+    returns): ``nl.load(path, custom_objects={"Scale": Scale})`` rebuilds
+    it. See docs/api.md, "Layers written in Python".
     """
 
-    def __init__(self, kind, *args, name=None, **kwargs):
-        super().__init__(kind, *args, **kwargs)
+    _builtin = False   # True for the classes of this module (C kinds)
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls)
+        if not cls._builtin:   # the constructor's arguments: its config
+            self.__dict__["_init_args"] = (args, dict(kwargs))
+        return self
+
+    def __init__(self, kind=None, *args, name=None, dtype=None, **kwargs):
+        if kind is None:
+            self._init_python_layer(name, dtype)
+            return
+        super().__init__(kind, *args, dtype=dtype, **kwargs)
         self.name = _check_name(name) if name is not None else _auto_name(kind)
+
+    # ---- layers written in Python
+    def _init_python_layer(self, name, dtype):
+        cls = type(self)
+        if cls._builtin:
+            raise TypeError(f"{cls.__name__} is built in: it takes its kind's arguments")
+        missing = [m for m in ("forward", "backward") if getattr(cls, m) is getattr(_core.Layer, m)]
+        if missing:
+            raise TypeError(f"{cls.__name__} must define {' and '.join(missing)}: forward(self, "
+                            f"x) -> y and backward(self, g) -> dL/dx (see nl.Layer's docstring)")
+        super().__init__("external", dtype=dtype)
+        self.__dict__["_handles"] = {}
+        self.name = _check_name(name) if name is not None else _auto_name(cls.__name__.lower())
+
+    def add_param(self, name, shape, init="zeros", seed=None):
+        """A new trained parameter of a layer written in Python (call it in
+        ``__init__``): ``shape`` a tuple of one or two ints, ``init`` one
+        of "zeros", "ones", "normal" (std 0.01), "uniform" (±0.05), "he"
+        (N(0, 2/fan_in)), "glorot" (U(±sqrt(6/(fan_in + fan_out)))), an
+        array, or a callable ``f(shape, rng) -> array``; ``seed`` seeds the
+        random ones. Returns a view of it: keep it as an attribute
+        (``self.w = self.add_param(...)``), it follows the parameter into
+        a model's block. Its gradient is ``self.grads[name]``."""
+        return self._add_tensor_with(name, shape, init, seed, buffer=False)
+
+    def add_buffer(self, name, shape, init="zeros", seed=None):
+        """A new buffer (state saved with the layer, never trained), as
+        :meth:`add_param`; its view is ``self.buffers[name]``."""
+        return self._add_tensor_with(name, shape, init, seed, buffer=True)
+
+    def _add_tensor_with(self, name, shape, init, seed, buffer):
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        if isinstance(shape, (int, np.integer)):
+            shape = (int(shape),)
+        if not isinstance(shape, (tuple, list)):
+            raise TypeError(f"shape must be a tuple of ints, got {type(shape).__name__}")
+        shape = tuple(shape)
+        values = _initial_values(init, shape, seed, self.dtype or np.float32)
+        self._add_tensor(name, shape, buffer)
+        self._params_moved()
+        view = (self.buffers if buffer else self.params)[name]
+        view[...] = values
+        self._handles[name] = view
+        return view
+
+    def _params_moved(self):
+        """The tensors moved (a new one was added, or a model took them in
+        its block): attributes that held the old views get the new ones."""
+        old = self.__dict__.get("_handles", {})
+        new = {**self._param_views(), **self._buffer_views()}
+        moved = {id(v): new[k] for k, v in old.items() if k in new}
+        for attr, val in list(self.__dict__.items()):
+            if id(val) in moved:
+                self.__dict__[attr] = moved[id(val)]
+        self.__dict__["_handles"] = {k: moved.get(id(old.get(k)), v) for k, v in new.items()}
+
+    def output_width(self, *in_widths):
+        """The output width of a layer written in Python for inputs of
+        these widths; by default that of the first input."""
+        return in_widths[0]
+
+    @classmethod
+    def from_config(cls, config):
+        """A layer of this class from ``get_config()``'s dict (Keras's
+        convention: the constructor's keyword arguments)."""
+        return cls(**config)
+
+    def _python_config(self):
+        """A layer written in Python: its constructor's arguments by name
+        (its config unless it defines get_config)."""
+        import inspect
+
+        args, kwargs = self.__dict__.get("_init_args", ((), {}))
+        try:
+            bound = inspect.signature(type(self).__init__).bind(self, *args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{type(self).__name__}: cannot name its constructor's arguments "
+                            f"({e}); define get_config()") from None
+        cfg = {}
+        for i, (k, v) in enumerate(bound.arguments.items()):
+            p = bound.signature.parameters[k]
+            if i == 0:
+                continue   # self
+            if p.kind is p.VAR_POSITIONAL:
+                if v:
+                    raise TypeError(f"{type(self).__name__} takes *{k}: define get_config() "
+                                    f"returning its constructor's keyword arguments")
+            elif p.kind is p.VAR_KEYWORD:
+                cfg.update(v)
+            else:
+                cfg[k] = v
+        return cfg
 
     def __call__(self, x):
         sym = _symbolic_inputs(x)
         if sym is None:
+            if not self._builtin and isinstance(x, (list, tuple)):
+                return self.forward(*x)
             return self.forward(x)
         lo, hi = self._n_inputs
-        if isinstance(x, SymbolicTensor) and hi != 1:
+        if isinstance(x, SymbolicTensor) and hi != 1 and self._builtin:
             raise TypeError(f"{self!r} takes a list of at least {lo} tensors")
         if not isinstance(x, SymbolicTensor) and hi == 1:
             raise TypeError(f"{self!r} takes one tensor, got a list of {len(sym)}")
@@ -296,14 +440,23 @@ class Layer(_core.Layer):
         return {}
 
     def get_config(self):
-        """Constructor arguments, JSON-able (used by save/load)."""
+        """Constructor arguments, JSON-able (used by save/load). For a
+        layer written in Python: the arguments its constructor was called
+        with, by name (override it when they are not JSON-able, with
+        ``from_config`` if the constructor does not take them back)."""
+        if not self._builtin:
+            return self._python_config()
         cfg = {}
         if self.dtype is not None:
             cfg["dtype"] = str(np.dtype(self.dtype))
         return cfg
 
     def _arg_repr(self):
-        return ", ".join(f"{k}={v}" for k, v in self.get_config().items())
+        try:
+            cfg = self.get_config()
+        except Exception:   # a user's layer whose config cannot be named
+            return "..."
+        return ", ".join(f"{k}={v}" for k, v in cfg.items())
 
     def __repr__(self):
         frozen = "" if self.trainable else ", trainable=False"
@@ -313,6 +466,9 @@ class Layer(_core.Layer):
         state = {"trainable": self.trainable, "name": self.name,
                  "params": {k: np.array(v) for k, v in self.params.items()},
                  "buffers": {k: np.array(v) for k, v in self.buffers.items()}}
+        if not self._builtin:   # the class itself, pickled by reference
+            dtype = None if self.dtype is None else np.dtype(self.dtype).name
+            return (python_layer_from_config, (type(self), self.get_config(), dtype), state)
         return (layer_from_config, (type(self).__name__, self.get_config()), state)
 
     def __setstate__(self, state):
@@ -659,6 +815,8 @@ _CLASSES = {c.__name__: c for c in (Linear, Identity, ReLU, LeakyReLU, Sigmoid, 
                                     Softmax, LogSoftmax,
                                     Add, Subtract, Multiply, Average, Concatenate,
                                     Dropout, BatchNorm, LayerNorm)}
+for _cls in _CLASSES.values():
+    _cls._builtin = True
 
 
 def layer_from_config(class_name, config):
@@ -679,3 +837,45 @@ def layer_from_config(class_name, config):
         cfg.setdefault("seed", 0)
     return cls(**cfg)
 
+
+def python_layer_from_config(cls, config, dtype=None):
+    """A layer written in Python, rebuilt from its class and config in
+    ``dtype`` (its tensors converted when the constructor chose another)."""
+    if not (isinstance(cls, type) and issubclass(cls, Layer)) or cls._builtin:
+        raise TypeError(f"{cls!r} is not a layer written in Python (a subclass of nl.Layer)")
+    layer = cls.from_config(dict(config))
+    if not isinstance(layer, cls):
+        raise TypeError(f"{cls.__name__}.from_config returned {type(layer).__name__}")
+    if dtype is not None and layer.dtype != np.dtype(dtype):
+        layer._set_dtype(np.dtype(dtype))
+        layer._params_moved()
+    return layer
+
+
+def _initial_values(init, shape, seed, dtype):
+    """add_param's initial values: an array of `shape`."""
+    if callable(init) and not isinstance(init, str):
+        values = np.asarray(init(shape, np.random.default_rng(seed)))
+    elif isinstance(init, str):
+        rng = np.random.default_rng(seed)
+        fan_in = shape[0]
+        fan_out = shape[1] if len(shape) == 2 else shape[0]
+        makers = {
+            "zeros": lambda: np.zeros(shape),
+            "ones": lambda: np.ones(shape),
+            "normal": lambda: rng.normal(0.0, 0.01, shape),
+            "uniform": lambda: rng.uniform(-0.05, 0.05, shape),
+            "he": lambda: rng.normal(0.0, np.sqrt(2.0 / fan_in), shape),
+            "glorot": lambda: rng.uniform(-1, 1, shape) * np.sqrt(6.0 / (fan_in + fan_out)),
+        }
+        if init not in makers:
+            raise ValueError(f"init must be one of {sorted(makers)}, an array or a callable "
+                             f"f(shape, rng), got {init!r}")
+        values = makers[init]()
+    else:
+        values = np.asarray(init)
+    if values.shape != shape:
+        raise ValueError(f"init gives shape {values.shape}, the tensor's is {shape}")
+    if values.dtype.kind not in "biuf":
+        raise TypeError(f"init must give real numbers, got dtype {values.dtype}")
+    return values.astype(dtype)

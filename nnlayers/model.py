@@ -559,11 +559,14 @@ class Model(_core.Model):
             f"\n  outputs: {outs}\n)"
 
     def _ref_name(self, ref):
+        """A value's name: the input's, or its node's (a shared layer's
+        later uses as "name[1]", ...), with ":j" for output j > 0."""
         k, j = ref
         if k == INPUT:
             return self._spec.inputs[j][2]
         oi = self._spec.nodes[k][0]
-        return self._spec.names[oi] + (f":{j}" if j else "")
+        uses = sum(1 for o, _ in self._spec.nodes[:k] if o == oi)
+        return _node_label(self._spec.names[oi], uses) + (f":{j}" if j else "")
 
     # ---- inspecting
     def _summary_rows(self):
@@ -969,17 +972,17 @@ class Model(_core.Model):
         save(self, path, optimizer=optimizer)
 
     def __reduce__(self):
-        from .io import _rebuild, to_archive
+        from .io import _rebuild, python_classes, to_archive
 
         arch, arrays = to_archive(self)
-        return (_rebuild, (arch, arrays))
+        return (_rebuild, (arch, arrays, python_classes(self)))
 
     def astype(self, dtype):
         """An independent copy of the model computing in ``dtype``
         (numpy.float32 or numpy.float64), its values converted: e.g. a
         float64 copy for ``nl.gradcheck`` (float32 cannot pass a
         finite-difference check)."""
-        from .io import _rebuild, to_archive
+        from .io import _rebuild, python_classes, to_archive
 
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
@@ -989,10 +992,13 @@ class Model(_core.Model):
         for obj in arch["objects"]:
             if obj["type"] == "layer" and "dtype" in obj["config"]:
                 obj["config"]["dtype"] = dtype.name
+            if obj["type"] == "layer" and obj.get("dtype") is not None:   # Python layers
+                obj["dtype"] = dtype.name
             elif obj["type"] == "model":
                 obj["inputs"] = [[w, None if d is None else dtype.name, n]
                                  for w, d, n in obj["inputs"]]
-        return _rebuild(arch, {k: v.astype(dtype) for k, v in arrays.items()})
+        return _rebuild(arch, {k: v.astype(dtype) for k, v in arrays.items()},
+                        python_classes(self))
 
 
 # ---------------------------------------------------------------- Sequential

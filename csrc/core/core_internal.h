@@ -69,12 +69,15 @@ NN_DECLARE_CLIP(float, f32)
 NN_DECLARE_CLIP(double, f64)
 
 /* 1 when a training step must have every gradient before any update:
- * the hooks ask for it, or the optimizer clips by global norm. Such a
- * step runs the engine's deferred path. */
-static inline int nn_updates_deferred(const nn_optim *opt,
+ * the hooks ask for it, the optimizer clips by global norm, or the graph
+ * calls external layers (one may fail in its backward, and the step must
+ * then leave every parameter as it was). Such a step runs the engine's
+ * deferred path. */
+static inline int nn_updates_deferred(const nn_graph *g, const nn_optim *opt,
                                       const nn_hooks *hooks)
 {
-    return (hooks && hooks->deferred) || (opt && opt->clip_norm > 0);
+    return (hooks && hooks->deferred) || (opt && opt->clip_norm > 0) ||
+           (g && (g->flags_any & NN_OP_EXTERNAL));
 }
 
 /* A training step or forward pass may split its batch between at most
@@ -111,7 +114,7 @@ static inline void nn_pg_init(nn_pg *pg, int mode, const nn_graph *g,
                               size_t parts)
 {
     pg->mode = mode;
-    pg->deferred = nn_updates_deferred(opt, hooks);
+    pg->deferred = nn_updates_deferred(g, opt, hooks);
     pg->g = g;
     pg->node = 0;
     pg->layer = NULL;

@@ -265,8 +265,11 @@ nn_status nn_graph_init(nn_graph *g, nn_dtype dt, size_t n_inputs,
         g->n_consumers[g->edges[e]]++;
     find_uses(g);
     g->flags_all = ~0u;
-    for (k = 0; k < n_nodes; k++)
+    g->flags_any = 0;
+    for (k = 0; k < n_nodes; k++) {
         g->flags_all &= nn_op_of(layers[k]->kind)->flags;
+        g->flags_any |= nn_op_of(layers[k]->kind)->flags;
+    }
     for (j = 0; j < n_inputs; j++)
         if (in_width[j] == 0)
             return NN_OK;   /* resolved by the first call */

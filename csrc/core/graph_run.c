@@ -61,6 +61,7 @@ static nn_status FN(node_forward)(const nn_graph *g, const nn_ws *ws,
     io.step = run->step;
     io.node = k;
     io.row_base = run->row0;
+    io.dt = NN_DTYPE;
     return nn_op_of(nd->layer->kind)->forward[NN_DTYPE](&io);
 }
 
@@ -82,6 +83,40 @@ static int FN(has_param_grads)(const nn_graph *g, size_t k)
     return L->trainable && L->n_params > 0;
 }
 
+/* An external layer adds its parameter gradients into its tensors' grad
+ * itself. In a training step each tensor's grad is zeroed before its
+ * first use (a shared layer sums over its uses) ... */
+static void FN(external_grads_begin)(const nn_pg *pg)
+{
+    const nn_layer *L = pg->layer;
+    size_t t;
+    if (pg->mode != NN_PG_TRAIN)
+        return;   /* a user's backward: they accumulate */
+    for (t = 0; t < L->n_params; t++)
+        if (pg->g->use[pg->node * NN_MAX_TENSORS + t].first)
+            memset(L->t[t].grad, 0, L->t[t].n * sizeof(real));
+}
+
+static nn_status FN(pg_done)(nn_pg *pg, long s, const nn_use *u, size_t lo,
+                             size_t hi);
+
+/* ... and handed to the optimizer after its last use */
+static nn_status FN(external_grads_end)(nn_pg *pg)
+{
+    const nn_layer *L = pg->layer;
+    size_t t;
+    nn_status st = NN_OK;
+    if (pg->mode != NN_PG_TRAIN)
+        return NN_OK;
+    for (t = 0; t < L->n_params && st == NN_OK; t++) {
+        long s = pg->map->seg_of[pg->node * NN_MAX_TENSORS + t];
+        if (s >= 0)
+            st = FN(pg_done)(pg, s, &pg->g->use[pg->node * NN_MAX_TENSORS + t],
+                             0, L->t[t].n);
+    }
+    return st;
+}
+
 /* Node k's backward over rows [r0, r1): input gradients the plan wants,
  * parameter gradients through pg (NULL: none). Skipped when it has
  * nothing to compute. */
@@ -91,11 +126,13 @@ static nn_status FN(node_backward)(const nn_graph *g, const nn_ws *ws,
                                    nn_pg *pg)
 {
     const nn_node *nd = &g->nodes[k];
+    const nn_op *op;
     const void *x[NN_MAX_IN];
     void *dx[NN_MAX_IN];
     size_t w[NN_MAX_IN], e, v = g->n_inputs + k;
     int any = pg != NULL;
     nn_node_io io;
+    nn_status st;
     for (e = 0; e < nd->n_in; e++) {
         size_t u = nd->in[e];
         w[e] = g->width[u];
@@ -128,7 +165,13 @@ static nn_status FN(node_backward)(const nn_graph *g, const nn_ws *ws,
     io.step = run->step;
     io.node = k;
     io.row_base = run->row0;
-    return nn_op_of(nd->layer->kind)->backward[NN_DTYPE](&io);
+    io.dt = NN_DTYPE;
+    op = nn_op_of(nd->layer->kind);
+    if (!pg || !(op->flags & NN_OP_EXTERNAL))
+        return op->backward[NN_DTYPE](&io);
+    FN(external_grads_begin)(pg);
+    st = op->backward[NN_DTYPE](&io);
+    return st == NN_OK ? FN(external_grads_end)(pg) : st;
 }
 
 /* Node k's parameter gradients over the whole batch, through pg (phase 2
@@ -165,6 +208,7 @@ static nn_status FN(node_param_grads)(const nn_graph *g, const nn_ws *ws,
     io.step = run->step;
     io.node = k;
     io.row_base = run->row0;
+    io.dt = NN_DTYPE;
     return op->param_grads[NN_DTYPE](&io);
 }
 
@@ -319,6 +363,7 @@ static nn_status FN(commit_all)(const nn_graph *g, const nn_ws *ws,
         io.step = run->step;
         io.node = k;
         io.row_base = run->row0;
+        io.dt = NN_DTYPE;
         st = op->commit[NN_DTYPE](&io);
     }
     return st;
@@ -534,7 +579,7 @@ static nn_status FN(step_whole)(const nn_graph *g, nn_ws *ws,
                                 size_t N, const nn_targets *tg,
                                 nn_step_result *res)
 {
-    int deferred = nn_updates_deferred(opt, hooks);
+    int deferred = nn_updates_deferred(g, opt, hooks);
     nn_pg pg;
     size_t k;
     nn_status st = FN(forward_rows)(g, ws, run, 0, N, N);
@@ -547,15 +592,19 @@ static nn_status FN(step_whole)(const nn_graph *g, nn_ws *ws,
     res->loss = FN(total_loss)(g, tg, res->loss_sum, N);
     if (!isfinite(res->loss))
         return NN_ERR_NONFINITE;   /* nothing updated */
-    st = FN(commit_all)(g, ws, run, N);
-    if (st != NN_OK)
-        return st;
     opt->steps++;
     nn_pg_init(&pg, NN_PG_TRAIN, g, opt, map, hooks, 0, 1);
     for (k = g->n_nodes; k-- > 0 && st == NN_OK;)
         if (g->train.run_bwd[k])
             st = FN(node_backward)(g, ws, run, &g->train, k, 0, N, N,
                                    FN(has_param_grads)(g, k) ? &pg : NULL);
+    if (st != NN_OK) {   /* an external layer's backward failed */
+        if (deferred)
+            opt->steps--;   /* nothing was updated */
+        return st;
+    }
+    /* state the forward measured, once the step will complete */
+    st = FN(commit_all)(g, ws, run, N);
     if (st == NN_OK && deferred)
         st = FN(deferred_updates)(g, opt, map, hooks, 0);
     return st;
@@ -612,7 +661,7 @@ static nn_status FN(step_split)(const nn_graph *g, nn_ws *ws,
         return st;
     opt->steps++;
     st = FN(run_parts)(&s, FN(split_phase2_chunk));
-    if (st == NN_OK && nn_updates_deferred(opt, hooks))
+    if (st == NN_OK && nn_updates_deferred(g, opt, hooks))
         st = FN(deferred_updates)(g, opt, map, hooks, 1);
     return st;
 }
@@ -625,7 +674,12 @@ nn_status FN(nn_graph_train_step_impl)(nn_graph *g, nn_ws *ws,
                                        const nn_targets *tg,
                                        nn_step_result *res)
 {
-    int parts = nn_step_begin(nn_split_worth(g, N, 1));
+    /* steps take turns at two threads (nn_step_begin's lock); a graph
+     * with external layers never splits and skips the turn, since an
+     * external layer may run another model's step on this thread */
+    int parts = (g->flags_any & NN_OP_EXTERNAL)
+                    ? -1
+                    : nn_step_begin(nn_split_worth(g, N, 1));
     nn_status st;
     nn_ws_bind(g, ws, x, N);
     ws->fwd = *run;

@@ -199,11 +199,12 @@ typedef enum nn_kind {
     NN_DROPOUT,
     NN_BATCHNORM,
     NN_LAYERNORM,
+    NN_EXTERNAL,             /* a layer written in the host language */
     NN_KIND_COUNT
 } nn_kind;
 
 /* At most this many tensors (parameters and buffers) per layer. */
-#define NN_MAX_TENSORS 6
+#define NN_MAX_TENSORS 8
 #define NN_TENSOR_NAME 24
 
 /* One parameter tensor (trained) or buffer (state kept with the model,
@@ -223,12 +224,17 @@ struct nn_node_io;
 
 /* Host callbacks of an external layer (a layer written in Python): the
  * engine calls them with the node's inputs and outputs, on the thread
- * that runs the step. */
+ * that runs the step, over the whole batch. forward fills io->y; backward
+ * writes (or, where io->dx_acc says, adds) io->dx and adds its parameter
+ * gradients into its tensors' grad (a training step zeroes them first);
+ * out_width gives the output width for inputs of widths in_w. A failure
+ * returns NN_ERR_EXTERNAL (the host keeps the reason). */
 typedef struct nn_external {
     void *ctx;
     nn_status (*forward)(void *ctx, const struct nn_node_io *io);
     nn_status (*backward)(void *ctx, const struct nn_node_io *io);
-    size_t out_width;       /* 0: the width of its first input */
+    nn_status (*out_width)(void *ctx, const size_t *in_w, size_t n_in,
+                           size_t *out_w);
 } nn_external;
 
 /* A layer as the core sees it: its kind, its configuration and its
@@ -259,6 +265,13 @@ typedef struct nn_layer {
  * pointers are left NULL for the owner to set. NN_ERR_ARG for a bad
  * configuration, NN_ERR_OVERFLOW when the sizes do not fit. */
 nn_status nn_layer_setup(nn_layer *L);
+/* An external layer's new tensor (trained, or a buffer with buffer = 1),
+ * a parameter placed after the other parameters, a buffer last; the data
+ * pointers are the owner's to set (every tensor's, as the others may
+ * move). NN_ERR_ARG: not external, NN_MAX_TENSORS already, a name taken,
+ * empty or too long, a zero or bad shape; NN_ERR_OVERFLOW. */
+nn_status nn_layer_add_tensor(nn_layer *L, const char *name, int ndim,
+                              size_t d0, size_t d1, int buffer);
 /* Values over all of L's trained tensors, and over its buffers. */
 size_t nn_layer_param_count(const nn_layer *L);
 size_t nn_layer_buffer_count(const nn_layer *L);
@@ -306,6 +319,7 @@ typedef struct nn_pg nn_pg;
  */
 typedef struct nn_node_io {
     const nn_layer *L;
+    nn_dtype dt;            /* the values' dtype */
     size_t n, row0, N;
     size_t n_in;
     const void *const *x;
@@ -717,6 +731,7 @@ typedef struct nn_graph {
     size_t *edge_start;      /* per node: its first edge */
     nn_use *use;             /* per node * NN_MAX_TENSORS */
     unsigned flags_all;      /* AND of every node's op flags */
+    unsigned flags_any;      /* OR of every node's op flags */
     double macs_fwd;         /* multiply-adds of one row's forward pass */
     nn_plan train, full;     /* train: no input gradients; full: all */
     uint64_t trainable_stamp;

@@ -239,6 +239,29 @@ static double macs_linear(const nn_layer *L)
 
 /* ---- the table ---- */
 
+/* An external layer (written in the host language): its callbacks do the
+ * work, in either dtype; without callbacks it cannot run. */
+static nn_status width_external(const nn_layer *L, const size_t *in_w,
+                                size_t n_in, size_t *out_w, size_t *bad)
+{
+    *bad = 0;
+    if (!L->ext.out_width)
+        return NN_ERR_ARG;
+    return L->ext.out_width(L->ext.ctx, in_w, n_in, out_w);
+}
+
+static nn_status external_forward(const nn_node_io *io)
+{
+    const nn_external *e = &io->L->ext;
+    return e->forward ? e->forward(e->ctx, io) : NN_ERR_ARG;
+}
+
+static nn_status external_backward(const nn_node_io *io)
+{
+    const nn_external *e = &io->L->ext;
+    return e->backward ? e->backward(e->ctx, io) : NN_ERR_ARG;
+}
+
 #define KERNELS(name)                                                       \
     .forward = {nn_op_##name##_forward_f32, nn_op_##name##_forward_f64},   \
     .backward = {nn_op_##name##_backward_f32, nn_op_##name##_backward_f64}
@@ -320,6 +343,12 @@ const nn_op nn_op_table[NN_KIND_COUNT] = {
                       .param_grads = {nn_op_layernorm_param_grads_f32,
                                       nn_op_layernorm_param_grads_f64},
                       .init = init_norm},
+    /* whole batch only (the host's code sees every row at once); its
+     * tensors are added by the host (nn_layer_add_tensor) */
+    [NN_EXTERNAL] = {.name = "external", .min_in = 1, .max_in = 0,
+                     .flags = NN_OP_EXTERNAL, .out_width = width_external,
+                     .forward = {external_forward, external_forward},
+                     .backward = {external_backward, external_backward}},
 };
 
 
@@ -348,6 +377,27 @@ nn_status nn_layer_setup(nn_layer *L)
         memset(&L->t[i], 0, sizeof L->t[i]);
     L->n_tensors = L->n_params = 0;
     return op->tensors ? op->tensors(L) : NN_OK;
+}
+
+nn_status nn_layer_add_tensor(nn_layer *L, const char *name, int ndim,
+                              size_t d0, size_t d1, int buffer)
+{
+    size_t k, n;
+    if (L->kind != NN_EXTERNAL || L->n_tensors >= NN_MAX_TENSORS ||
+        !name[0] || strlen(name) >= NN_TENSOR_NAME || (ndim != 1 && ndim != 2) ||
+        d0 == 0 || (ndim == 2 && d1 == 0))
+        return NN_ERR_ARG;
+    for (k = 0; k < L->n_tensors; k++)
+        if (strcmp(L->t[k].name, name) == 0)
+            return NN_ERR_ARG;
+    if (!nn_mul_size(d0, ndim == 2 ? d1 : 1, &n))
+        return NN_ERR_OVERFLOW;
+    k = buffer ? L->n_tensors : L->n_params;
+    memmove(&L->t[k + 1], &L->t[k], (L->n_tensors - k) * sizeof L->t[0]);
+    set_tensor(&L->t[k], name, ndim, d0, d1, buffer);
+    L->n_tensors++;
+    L->n_params += !buffer;
+    return NN_OK;
 }
 
 size_t nn_layer_param_count(const nn_layer *L)
@@ -388,13 +438,14 @@ size_t nn_layer_workspace(const nn_layer *L, size_t out_w, size_t N)
     return per_row * N + fixed;
 }
 
-static void io_for_layer(nn_node_io *io, const nn_layer *L, size_t n_in,
-                         const void *const *x, const size_t *in_w, size_t N,
-                         void *y, size_t out_w, void *ws, int training,
-                         uint64_t seed, uint64_t step)
+static void io_for_layer(nn_node_io *io, const nn_layer *L, nn_dtype dt,
+                         size_t n_in, const void *const *x,
+                         const size_t *in_w, size_t N, void *y, size_t out_w,
+                         void *ws, int training, uint64_t seed, uint64_t step)
 {
     memset(io, 0, sizeof *io);
     io->L = L;
+    io->dt = dt;
     io->n = io->N = N;
     io->n_in = n_in;
     io->x = x;
@@ -413,7 +464,7 @@ nn_status nn_layer_forward(const nn_layer *L, nn_dtype dt, size_t n_in,
                            int training, uint64_t seed, uint64_t step)
 {
     nn_node_io io;
-    io_for_layer(&io, L, n_in, x, in_w, N, y, out_w, ws, training, seed,
+    io_for_layer(&io, L, dt, n_in, x, in_w, N, y, out_w, ws, training, seed,
                  step);
     return nn_op_of(L->kind)->forward[dt](&io);
 }
@@ -427,7 +478,7 @@ nn_status nn_layer_backward(nn_layer *L, nn_dtype dt, size_t n_in,
     unsigned char acc[NN_MAX_IN] = {0};
     nn_node_io io;
     nn_pg pg;
-    io_for_layer(&io, L, n_in, x, in_w, N, (void *)y, out_w, ws, training,
+    io_for_layer(&io, L, dt, n_in, x, in_w, N, (void *)y, out_w, ws, training,
                  seed, step);
     io.dy = dy;
     io.dx = dx;

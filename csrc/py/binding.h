@@ -83,6 +83,7 @@ typedef struct LayerObject {
     uint64_t step;             /* training-mode calls alone so far: each
                                   draws new random masks */
     int own_busy;              /* a standalone call runs */
+    int n_models;              /* models built over it (alive) */
     nn_users users;            /* models and optimizers using it */
     PyObject *weakrefs;
 } LayerObject;
@@ -96,6 +97,9 @@ int nn_layer_check(PyObject *o, nn_module_state *st);
  * are kept for views taken before). */
 int nn_layer_move_params(LayerObject *ly, PyObject *pbuf, char *p,
                          PyObject *gbuf, char *g);
+/* Layers written in Python (external.c): point L's callbacks at the
+ * trampolines into the object's forward, backward and output_width. */
+void nn_external_attach(LayerObject *ly);
 
 /* ---- Model ---- */
 typedef struct ModelObject {
@@ -118,6 +122,7 @@ typedef struct ModelObject {
                                   call running */
     int training;              /* the model's mode (train() / eval()):
                                   what forward runs in */
+    int joined;                /* counted in its layers' n_models */
     nn_users users;
     PyObject *weakrefs;
 } ModelObject;

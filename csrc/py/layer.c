@@ -295,6 +295,8 @@ static int Layer_init(LayerObject *self, PyObject *args, PyObject *kw)
         goto exit;
     if (allocate_tensors(self, st) < 0)
         goto exit;
+    if (self->L.kind == NN_EXTERNAL)
+        nn_external_attach(self);
     if (op->init && self->dtype >= 0) {
         nn_rng rng;
         nn_rng_seed(&rng, seed);
@@ -388,6 +390,153 @@ static void release_layer(LayerObject *self, int write)
 {
     nn_users_release(&self->users, write);
     nn_release(&self->own_busy);
+}
+
+/* ---- tensors of layers written in Python ---- */
+
+/* dst[i] = src[i] converted, n values of dtypes dd and sd */
+static void convert_values(void *dst, int dd, const void *src, int sd,
+                           size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++) {
+        double v = sd == NN_F32 ? (double)((const float *)src)[i]
+                                : ((const double *)src)[i];
+        if (dd == NN_F32)
+            ((float *)dst)[i] = (float)v;
+        else
+            ((double *)dst)[i] = v;
+    }
+}
+
+/* The layer with tensors `next` (same names keep their values) in dtype
+ * dt: new buffers, the old ones retired (views taken before keep them);
+ * on failure the layer is as it was. */
+static int retensor(LayerObject *self, nn_module_state *st,
+                    const nn_layer *next, int dt)
+{
+    nn_layer old = self->L;
+    PyObject *op = self->pbuf, *og = self->gbuf, *ob = self->bbuf;
+    int old_dt = self->dtype;
+    size_t k, j;
+    if ((op && PyList_Append(self->retired, op) < 0) ||
+        (og && PyList_Append(self->retired, og) < 0) ||
+        (ob && PyList_Append(self->retired, ob) < 0))
+        return -1;
+    self->L = *next;
+    self->dtype = dt;
+    self->pbuf = self->gbuf = self->bbuf = NULL;
+    if (allocate_tensors(self, st) < 0) {
+        Py_CLEAR(self->pbuf);
+        Py_CLEAR(self->gbuf);
+        Py_CLEAR(self->bbuf);
+        self->L = old;
+        self->dtype = old_dt;
+        self->pbuf = op;
+        self->gbuf = og;
+        self->bbuf = ob;
+        return -1;
+    }
+    for (k = 0; k < self->L.n_tensors; k++)
+        for (j = 0; j < old.n_tensors; j++) {
+            nn_tensor *t = &self->L.t[k];
+            const nn_tensor *o = &old.t[j];
+            if (strcmp(t->name, o->name) != 0 || t->n != o->n)
+                continue;
+            convert_values(t->data, dt, o->data, old_dt, t->n);
+            if (t->grad && o->grad)
+                convert_values(t->grad, dt, o->grad, old_dt, t->n);
+        }
+    Py_XDECREF(op);   /* the retired list holds them now */
+    Py_XDECREF(og);
+    Py_XDECREF(ob);
+    return 0;
+}
+
+/* Only a layer written in Python, before any model is built over it */
+static int check_retensor(LayerObject *self, const char *what)
+{
+    if (self->L.kind != NN_EXTERNAL) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s: only layers written in Python (subclasses of "
+                     "nl.Layer) add tensors or change dtype this way", what);
+        return -1;
+    }
+    if (self->n_models > 0) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "%s: %R is already in a model; add parameters and "
+                     "buffers in the layer's __init__, before building a "
+                     "model with it", what, (PyObject *)self);
+        return -1;
+    }
+    return 0;
+}
+
+/* _add_tensor(name, shape, buffer): a new zeroed parameter (or buffer) */
+static PyObject *Layer_add_tensor(LayerObject *self, PyObject *args)
+{
+    nn_module_state *st = nn_state_of_type(Py_TYPE(self));
+    const char *name;
+    PyObject *shape, *result = NULL;
+    int buffer = 0, dt;
+    size_t d[2] = {1, 1};
+    Py_ssize_t nd, i;
+    nn_layer next;
+    nn_status s;
+    if (!PyArg_ParseTuple(args, "sO|p:_add_tensor", &name, &shape, &buffer))
+        return NULL;
+    if (!st || check_retensor(self, buffer ? "add_buffer" : "add_param") < 0)
+        return NULL;
+    if (!PyTuple_Check(shape) || (nd = PyTuple_GET_SIZE(shape)) < 1 ||
+        nd > 2) {
+        PyErr_Format(PyExc_ValueError,
+                     "shape must be a tuple of one or two positive ints, got "
+                     "%R", shape);
+        return NULL;
+    }
+    for (i = 0; i < nd; i++)
+        if (parse_size(PyTuple_GET_ITEM(shape, i), "each dimension of shape",
+                       &d[i]) < 0)
+            return NULL;
+    if (claim_layer(st, self, 1) < 0)
+        return NULL;
+    next = self->L;
+    s = nn_layer_add_tensor(&next, name, (int)nd, d[0], d[1], buffer);
+    if (s == NN_ERR_OVERFLOW) {
+        overflow_error(self);
+    } else if (s != NN_OK) {
+        PyErr_Format(PyExc_ValueError,
+                     "cannot add %s %R: a layer holds at most %d tensors "
+                     "with distinct, non-empty names of fewer than %d "
+                     "characters", buffer ? "buffer" : "parameter",
+                     PyTuple_GET_ITEM(args, 0), NN_MAX_TENSORS,
+                     NN_TENSOR_NAME);
+    } else {
+        dt = self->dtype >= 0 ? self->dtype : NN_F32;
+        if (retensor(self, st, &next, dt) == 0)
+            result = Py_NewRef(Py_None);
+    }
+    release_layer(self, 1);
+    return result;
+}
+
+/* _set_dtype(dtype): the layer's tensors converted to dtype */
+static PyObject *Layer_set_dtype(LayerObject *self, PyObject *dtype_o)
+{
+    nn_module_state *st = nn_state_of_type(Py_TYPE(self));
+    PyObject *result = NULL;
+    int dt;
+    if (!st || check_retensor(self, "_set_dtype") < 0 ||
+        nn_dtype_from_object(dtype_o, &dt, 0) < 0)
+        return NULL;
+    if (dt == self->dtype)
+        Py_RETURN_NONE;
+    if (claim_layer(st, self, 1) < 0)
+        return NULL;
+    if (retensor(self, st, &self->L, dt) == 0)
+        result = Py_NewRef(Py_None);
+    release_layer(self, 1);
+    return result;
 }
 
 static int layer_dtype_for(LayerObject *self, PyObject *x)
@@ -879,6 +1028,11 @@ static PyMethodDef Layer_methods[] = {
      "_output_width(widths) -> the output width for inputs of these widths"},
     {"_buffer_views", (PyCFunction)Layer_buffer_views, METH_NOARGS,
      "dict of writable views of the buffers (state that is not trained)"},
+    {"_add_tensor", (PyCFunction)Layer_add_tensor, METH_VARARGS,
+     "_add_tensor(name, shape, buffer=False): a layer written in Python "
+     "gains a zeroed parameter (or buffer); every tensor moves"},
+    {"_set_dtype", (PyCFunction)Layer_set_dtype, METH_O,
+     "_set_dtype(dtype): a layer written in Python converts its tensors"},
     {NULL, NULL, 0, NULL}};
 
 static PyGetSetDef Layer_getset[] = {

@@ -89,7 +89,7 @@ static int pack_parameters(ModelObject *self, nn_module_state *st)
         }
         off += cnt;
         /* a layer written in Python rebinds attributes that held views */
-        if (PyObject_HasAttrString((PyObject *)ly, "_params_moved")) {
+        if (ly->L.kind == NN_EXTERNAL) {
             PyObject *r = PyObject_CallMethod((PyObject *)ly, "_params_moved",
                                               NULL);
             if (!r) {
@@ -343,6 +343,13 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kw)
                              "the layer table lists layer %zd twice", i);
                 goto exit;
             }
+        if (!((LayerObject *)o)->retired) {
+            PyErr_Format(PyExc_TypeError,
+                         "layer %zd (%.100s) was not initialised: call "
+                         "super().__init__() first in its __init__", i,
+                         Py_TYPE(o)->tp_name);
+            goto exit;
+        }
         if (((LayerObject *)o)->users.writer ||
             ((LayerObject *)o)->users.readers) {
             PyErr_Format(st->BusyError,
@@ -384,6 +391,9 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kw)
             LAYER(self, i)->model_dtype = (int)self->dtype;
     self->run.seed = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)self;
     self->training = 1;   /* torch's default mode */
+    for (i = 0; i < N_LAYERS(self); i++)
+        LAYER(self, i)->n_models++;
+    self->joined = 1;
     rc = 0;
 exit:
     Py_XDECREF(layers);
@@ -438,6 +448,11 @@ static void Model_dealloc(ModelObject *self)
         PyObject_ClearWeakRefs((PyObject *)self);
     Model_clear(self);
     free_workspaces(self);
+    if (self->joined) {
+        Py_ssize_t i;
+        for (i = 0; i < N_LAYERS(self); i++)
+            LAYER(self, i)->n_models--;
+    }
     nn_optmap_free(&self->map);
     if (self->graph_ready)
         nn_graph_free(&self->g);
