@@ -308,6 +308,7 @@ class Layer(_core.Layer):
                             f"x) -> y and backward(self, g) -> dL/dx (see nl.Layer's docstring)")
         super().__init__("external", dtype=dtype)
         self.__dict__["_handles"] = {}
+        self.__dict__["_dtype_given"] = dtype is not None
         self.name = _check_name(name) if name is not None else _auto_name(cls.__name__.lower())
 
     def add_param(self, name, shape, init="zeros", seed=None):
@@ -352,6 +353,18 @@ class Layer(_core.Layer):
             if id(val) in moved:
                 self.__dict__[attr] = moved[id(val)]
         self.__dict__["_handles"] = {k: moved.get(id(old.get(k)), v) for k, v in new.items()}
+
+    def _adopt_dtype(self, dtype):
+        """A layer written in Python and built without a dtype takes the
+        model's (its tensors converted) when it is in no model yet."""
+        if self._builtin or self.__dict__.get("_dtype_given", True) or self.dtype is None \
+                or np.dtype(self.dtype) == np.dtype(dtype):
+            return
+        try:
+            self._set_dtype(np.dtype(dtype))
+        except RuntimeError:
+            return   # already in a model: the model reports the mixed dtypes
+        self._params_moved()
 
     def output_width(self, *in_widths):
         """The output width of a layer written in Python for inputs of

@@ -343,6 +343,18 @@ def _value_widths(spec, in_widths, label=None):
     return values
 
 
+def _python_layers_adopt(layers, input_dtypes):
+    """Layers written in Python without a dtype of their own take the one
+    every other layer with a dtype (and the inputs) agree on."""
+    dts = {np.dtype(d) for d in input_dtypes}
+    dts |= {np.dtype(layer.dtype) for layer in layers if layer.dtype is not None
+            and (layer._builtin or layer.__dict__.get("_dtype_given", True))}
+    if len(dts) == 1:
+        (dtype,) = dts
+        for layer in layers:
+            layer._adopt_dtype(dtype)
+
+
 # ---------------------------------------------------------------- Model
 
 class Model(_core.Model):
@@ -386,6 +398,7 @@ class Model(_core.Model):
         dtypes = {np.dtype(d) for _, d, _ in spec.inputs if d is not None}
         if len(dtypes) > 1:
             raise TypeError(f"the model's inputs have different dtypes {sorted(map(str, dtypes))}")
+        _python_layers_adopt(flat.layers, dtypes)
         names = flat.names + [f"input {n!r}" for _, _, n in spec.inputs]
         _core.Model.__init__(self, flat.layers, flat.nodes, [w for w, _, _ in spec.inputs],
                              outputs, names, dtypes.pop() if dtypes else None)

@@ -430,14 +430,16 @@ nn_status nn_graph_resolve(nn_graph *g, const size_t *w, size_t *bad,
             const nn_node *nd = &g->nodes[k];
             const nn_op *op = nn_op_of(nd->layer->kind);
             size_t out = 0, b = 0;
+            nn_status st;
             for (e = 0; e < nd->n_in; e++)
                 in_w[e] = tmp[nd->in[e]];
-            if (op->out_width(nd->layer, in_w, nd->n_in, &out, &b) !=
-                NN_OK) {
+            st = op->out_width(nd->layer, in_w, nd->n_in, &out, &b);
+            if (st != NN_OK) {
                 *bad = k;
                 *bad_input = b;
                 *got = in_w[b];
-                return NN_ERR_SHAPE;
+                /* an external layer's own failure stays what it is */
+                return st == NN_ERR_EXTERNAL ? st : NN_ERR_SHAPE;
             }
             tmp[value_of_node(g, k)] = out;
         }

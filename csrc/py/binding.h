@@ -90,6 +90,9 @@ typedef struct LayerObject {
 
 extern PyType_Spec nn_layer_spec;
 int nn_layer_check(PyObject *o, nn_module_state *st);
+/* 0 when Layer.__init__ ran on the object; else -1 with a TypeError (a
+ * subclass whose __init__ forgot super().__init__()) */
+int nn_layer_initialised(LayerObject *self);
 /* The Layer object around a core layer */
 #define LAYER_OBJECT(Lp) \
     ((PyObject *)((char *)(Lp) - offsetof(LayerObject, L)))

@@ -48,6 +48,16 @@ static int parse_size(PyObject *obj, const char *name, size_t *out)
     return 0;
 }
 
+int nn_layer_initialised(LayerObject *self)
+{
+    if (self->retired)
+        return 0;
+    PyErr_Format(PyExc_TypeError,
+                 "%.100s was not initialised: call super().__init__() first "
+                 "in its __init__", Py_TYPE(self)->tp_name);
+    return -1;
+}
+
 static uint64_t seed_from_clock(void)
 {
     static uint64_t calls = 0;
@@ -376,6 +386,8 @@ static void Layer_dealloc(LayerObject *self)
  * (forward) or written (backward) */
 static int claim_layer(nn_module_state *st, LayerObject *self, int write)
 {
+    if (nn_layer_initialised(self) < 0)
+        return -1;
     if (nn_claim(st, &self->own_busy, "this layer") < 0)
         return -1;
     if (nn_users_claim(st, &self->users, write,
@@ -761,6 +773,8 @@ static PyObject *Layer_output_width(LayerObject *self, PyObject *widths)
     const nn_op *op = nn_op_of(self->L.kind);
     size_t in_w[64], n_in, j, out = 0, bad = 0;
     nn_status s;
+    if (nn_layer_initialised(self) < 0)
+        return NULL;
     if (!PyTuple_Check(widths)) {
         PyErr_SetString(PyExc_TypeError, "_output_width takes a tuple");
         return NULL;
@@ -783,6 +797,8 @@ static PyObject *Layer_output_width(LayerObject *self, PyObject *widths)
         in_w[j] = (size_t)v;
     }
     s = nn_layer_out_width(&self->L, in_w, n_in, &out, &bad);
+    if (s == NN_ERR_EXTERNAL)
+        return NULL;   /* the Python layer's output_width raised */
     if (s != NN_OK) {
         width_error(self, op, n_in, in_w, bad);
         return NULL;
@@ -936,6 +952,8 @@ static int Layer_set_step(LayerObject *self, PyObject *v, void *c)
 static PyObject *Layer_get_in(LayerObject *self, void *c)
 {
     (void)c;
+    if (nn_layer_initialised(self) < 0)
+        return NULL;
     if (!(nn_op_of(self->L.kind)->config & NN_CFG_IN))
         Py_RETURN_NONE;
     return PyLong_FromSize_t(self->L.in);

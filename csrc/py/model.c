@@ -273,6 +273,8 @@ static int build_graph(ModelObject *self, PyObject *nodes, PyObject *inputs,
         PyErr_NoMemory();
         goto exit;
     }
+    if (s == NN_ERR_EXTERNAL)
+        goto exit;   /* a Python layer's output_width raised */
     if (s != NN_OK) {
         PyObject *label = node_label(self, bad);
         if (label) {
@@ -343,13 +345,8 @@ static int Model_init(ModelObject *self, PyObject *args, PyObject *kw)
                              "the layer table lists layer %zd twice", i);
                 goto exit;
             }
-        if (!((LayerObject *)o)->retired) {
-            PyErr_Format(PyExc_TypeError,
-                         "layer %zd (%.100s) was not initialised: call "
-                         "super().__init__() first in its __init__", i,
-                         Py_TYPE(o)->tp_name);
+        if (nn_layer_initialised((LayerObject *)o) < 0)
             goto exit;
-        }
         if (((LayerObject *)o)->users.writer ||
             ((LayerObject *)o)->users.readers) {
             PyErr_Format(st->BusyError,
@@ -640,6 +637,8 @@ static int model_inputs(ModelObject *self, nn_module_state *st, PyObject *x,
         PyErr_NoMemory();
         goto fail;
     }
+    if (s == NN_ERR_EXTERNAL)
+        goto fail;   /* a Python layer's output_width raised */
     if (s != NN_OK) {
         resolve_error(self, name, w, bad, bad_in, got);
         goto fail;
