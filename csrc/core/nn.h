@@ -97,6 +97,14 @@ const char *nn_blas_config(void);
 /* 1: route every matrix product through the naive reference GEMM
  * (for cross-checks); 0: OpenBLAS (default). Returns the old value. */
 int nn_use_reference_gemm(int on);
+/* Vector instruction sets of the small-product kernels (gemm_small.c),
+ * ordered: a level uses its own set. */
+enum { NN_SIMD_NONE = 0, NN_SIMD_AVX2 = 1, NN_SIMD_AVX512 = 2 };
+/* The set in use: the CPU's best (cpuid), at most the cap. */
+int nn_simd_level(void);
+/* Caps the set (NN_SIMD_*; a test hook that runs the AVX2 path, or
+ * OpenBLAS alone, on an AVX-512 machine). Returns the old cap. */
+int nn_simd_cap(int cap);
 /* Batch splitting of training steps (graph_run.c): -1 by size (default),
  * 0 never, 1 whenever there are threads. Returns the old mode. */
 int nn_set_split_mode(int mode);
