@@ -31,6 +31,7 @@ from .losses import (MAE, MSE, NLL, BinaryCrossEntropy, Huber, Loss,  # noqa: E4
 from .model import History, Model, Sequential  # noqa: E402
 from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
 from . import callbacks, metrics  # noqa: E402
+from . import onnx  # noqa: E402  (nl.onnx.export; imports the onnx package when used)
 
 from ._version import __version__  # noqa: E402
 
