@@ -984,6 +984,32 @@ class Model(_core.Model):
 
         save(self, path, optimizer=optimizer)
 
+    # ---- PyTorch weight exchange (nnlayers/torch_io.py)
+    def state_dict(self, tensors=False):
+        """Copies of every parameter and buffer in torch's names and layout
+        (an OrderedDict): ``N.weight`` (out, in) and ``N.bias`` of a Linear,
+        BatchNorm's ``running_mean``, ``running_var`` and
+        ``num_batches_tracked``, ... NumPy arrays, or torch tensors with
+        ``tensors=True``. A torch module of the same structure takes it."""
+        from .torch_io import state_dict
+
+        return state_dict(self, tensors)
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy a state dict in torch's names and layout (NumPy arrays or
+        torch tensors) into the model; everything is checked before
+        anything is written. Returns (missing_keys, unexpected_keys)."""
+        from .torch_io import load_state_dict
+
+        return load_state_dict(self, state_dict, strict)
+
+    def to_torch(self):
+        """An equal ``torch.nn.Sequential`` (a chain only); see
+        ``nnlayers.torch_io.to_torch``."""
+        from .torch_io import to_torch
+
+        return to_torch(self)
+
     def __reduce__(self):
         from .io import _rebuild, python_classes, to_archive
 
