@@ -86,6 +86,9 @@ def test_quickstart_notebook_executes(monkeypatch, tmp_path):
                    if cell.cell_type == "code" for out in cell.outputs)
     assert "Epoch 30/30" in text
     assert "GradcheckResult(ok=True" in text
+    html = [out["data"]["text/html"] for cell in nb.cells[:n_cells] if cell.cell_type == "code"
+            for out in cell.outputs if "text/html" in out.get("data", {})]
+    assert any("Total params" in h for h in html), "the model's HTML view is not shown"
 
 
 @pytest.mark.parametrize("widgets", [False, True], ids=["no_ipywidgets", "ipywidgets"])
