@@ -48,6 +48,78 @@ class History:
         last = {k: round(v[-1], 6) for k, v in self.history.items() if v}
         return f"History(epochs={len(self.epoch)}, last={last})"
 
+    def plot(self, metrics=None):
+        """Draw each metric's curve per epoch, train and (when recorded)
+        validation ("val_<name>") on one axes, one axes per metric, with
+        matplotlib; returns the ``Figure``.
+
+        metrics : None (every recorded metric: "loss", "accuracy", ...), a
+            name, or a list of names from ``history``.
+        """
+        names = self._plot_names(metrics)
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImportError("History.plot needs matplotlib: pip install matplotlib "
+                              "(or \"nnlayers[notebook]\")") from None
+        fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5),
+                                 squeeze=False)
+        x = np.array(self.epoch) + 1   # epochs counted from 1, as fit prints them
+        for ax, name in zip(axes[0], names):
+            ax.plot(x, self.history[name], marker=".", label="validation"
+                    if name.startswith("val_") else "train")
+            if "val_" + name in self.history:
+                ax.plot(x, self.history["val_" + name], marker=".", label="validation")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(name)
+            ax.legend()
+        fig.tight_layout()
+        return fig
+
+    def _plot_names(self, metrics):
+        """The names plot draws, checked."""
+        if not self.epoch:
+            raise ValueError("History.plot: nothing to plot, fit recorded no epoch")
+        if metrics is None:
+            return [k for k in self.history if not k.startswith("val_")] or list(self.history)
+        names = [metrics] if isinstance(metrics, str) else list(metrics)
+        for name in names:
+            if not isinstance(name, str):
+                raise TypeError(f"History.plot: metrics must be names (str), got "
+                                f"{type(name).__name__}")
+            if name not in self.history:
+                raise ValueError(f"History.plot: no metric {name!r} was recorded; "
+                                 f"recorded: {sorted(self.history)}")
+        if not names:
+            raise ValueError("History.plot: metrics is empty; give None for every metric")
+        return names
+
+
+def _in_jupyter_kernel():
+    """True inside a Jupyter kernel (IPython already imported there)."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if hasattr(ipython, "get_ipython") else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def _progress_bar(**kwargs):
+    """fit's progress bar: tqdm's widget bar in a Jupyter kernel that has
+    ipywidgets (the ``notebook`` extra), else its text bar. Not tqdm.auto:
+    without ipywidgets it warns "IProgress not found" before falling back."""
+    from tqdm.std import tqdm as text_bar
+
+    if _in_jupyter_kernel():
+        try:
+            import ipywidgets  # noqa: F401
+            from tqdm.notebook import tqdm as widget_bar
+
+            return widget_bar(**kwargs)
+        except ImportError:   # no (or too old) ipywidgets: the text bar
+            pass
+    return text_bar(**kwargs)
+
 
 def _check_epochs(epochs, initial_epoch):
     for name, v in (("epochs", epochs), ("initial_epoch", initial_epoch)):
@@ -959,10 +1031,8 @@ class Model(_core.Model):
     def _progress(self, verbose, epoch, epochs, n, classify):
         if verbose != 1:
             return None, None
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n, desc=f"Epoch {epoch + 1}/{epochs}", unit="sample",
-                   unit_scale=True, leave=True)
+        bar = _progress_bar(total=n, desc=f"Epoch {epoch + 1}/{epochs}", unit="sample",
+                            unit_scale=True, leave=True)
 
         def progress(batch, n_batches, loss_sum, correct, seen):
             bar.update(seen - bar.n)
@@ -983,6 +1053,32 @@ class Model(_core.Model):
         from .io import save
 
         save(self, path, optimizer=optimizer)
+
+    # ---- PyTorch weight exchange (nnlayers/torch_io.py)
+    def state_dict(self, tensors=False):
+        """Copies of every parameter and buffer in torch's names and layout
+        (an OrderedDict): ``N.weight`` (out, in) and ``N.bias`` of a Linear,
+        BatchNorm's ``running_mean``, ``running_var`` and
+        ``num_batches_tracked``, ... NumPy arrays, or torch tensors with
+        ``tensors=True``. A torch module of the same structure takes it."""
+        from .torch_io import state_dict
+
+        return state_dict(self, tensors)
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy a state dict in torch's names and layout (NumPy arrays or
+        torch tensors) into the model; everything is checked before
+        anything is written. Returns (missing_keys, unexpected_keys)."""
+        from .torch_io import load_state_dict
+
+        return load_state_dict(self, state_dict, strict)
+
+    def to_torch(self):
+        """An equal ``torch.nn.Sequential`` (a chain only); see
+        ``nnlayers.torch_io.to_torch``."""
+        from .torch_io import to_torch
+
+        return to_torch(self)
 
     def __reduce__(self):
         from .io import _rebuild, python_classes, to_archive
