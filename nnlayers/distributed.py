@@ -321,11 +321,10 @@ def _raise_failure(c, codes, err, epoch, k):
         text = "; ".join(f"rank {r}: {m}" for r, m in sorted(failed.items()))
         raise _core.NonFiniteLossError(f"{where}: a non-finite loss on {text}; the step's "
                                        f"update was not applied on any rank") from err
-    if err is not None and isinstance(err, KeyboardInterrupt):
-        raise KeyboardInterrupt(f"{where}: interrupted on rank {c.rank}") from err
-    if any(codes[r] == _INTERRUPTED for r in failed) and all(
-            codes[r] == _INTERRUPTED for r in failed):
-        raise KeyboardInterrupt(f"{where}: interrupted on rank(s) {sorted(failed)}")
+    if all(codes[r] == _INTERRUPTED for r in failed):
+        ranks = ", ".join(str(r) for r in sorted(failed))
+        raise KeyboardInterrupt(f"{where}: interrupted (Ctrl-C) on rank {ranks}; "
+                                f"every rank stopped before this step's update") from err
     raise RankFailedError(where, failed) from err
 
 
