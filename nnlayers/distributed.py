@@ -127,7 +127,11 @@ def _same_everywhere(c, what, value):
     values = c.comm.allgather(value)
     for r, v in enumerate(values):
         if v != values[0]:
-            raise ValueError(f"{what} differs between ranks: rank 0 has {values[0]!r}, "
+            v0 = values[0]
+            if isinstance(v, dict) and isinstance(v0, dict):   # name what differs
+                keys = [k for k in v0 if v0.get(k) != v.get(k)]
+                v0, v = {k: v0.get(k) for k in keys}, {k: v.get(k) for k in keys}
+            raise ValueError(f"{what} differs between ranks: rank 0 has {v0!r}, "
                              f"rank {r} has {v!r}; every rank must build the same model "
                              f"and call fit with the same arguments")
 
@@ -318,7 +322,7 @@ def _raise_failure(c, codes, err, epoch, k):
     failed = {r: (reasons[r] or "failed") for r in range(c.size) if codes[r]}
     where = f"fit (epoch {epoch}, step {k})"
     if all(codes[r] == _NONFINITE for r in failed):
-        text = "; ".join(f"rank {r}: {m}" for r, m in sorted(failed.items()))
+        text = "; ".join(f"rank {r}: {m.split(': ', 1)[-1]}" for r, m in sorted(failed.items()))
         raise _core.NonFiniteLossError(f"{where}: a non-finite loss on {text}; the step's "
                                        f"update was not applied on any rank") from err
     if all(codes[r] == _INTERRUPTED for r in failed):
