@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 
+ALPHA = 5e-6   # assumed latency of one message on a cluster network (s)
 NETS = {"medium": ((784, 256, 256, 10), 128), "large": ((784, 1024, 1024, 10), 256)}
 
 
@@ -166,6 +167,30 @@ def main():
             r = res[1][name]
             print(f"{name:7}  single-process fit (no comm): {r['single']:.1f} steps/s; "
                   f"fit(comm) at p=1 is {r['fit'] / r['single']:.2f}x of it")
+    if 1 in res:
+        print_model(res[1])
+
+
+def predicted_efficiency(t_c, t_o, nbytes, p, gbps, alpha=ALPHA):
+    """The cost model of docs/distributed.md: E(p) = t_c / (p t(p)) with
+    t(p) = t_c / p + 2 (p-1)/p S / bw + 2 (p-1) alpha + t_o."""
+    t_ar = 2 * (p - 1) / p * nbytes / (gbps * 1e9 / 8) + 2 * (p - 1) * alpha
+    return t_c / (p * (t_c / p + t_ar + t_o))
+
+
+def print_model(r1):
+    """Predicted scaling efficiency on 8 and 64 machines, from t_c and t_o
+    measured here at p=1."""
+    print(f"\ncost model (docs/distributed.md), alpha = {ALPHA * 1e6:g} us per message, "
+          f"one rank per machine; t_c, t_o measured above at p=1")
+    print(f"{'net':7} {'t_c ms':>7} {'t_o ms':>7} {'grad MB':>8} "
+          + " ".join(f"{f'p={p} {g}Gb/s':>13}" for p in (8, 64) for g in (10, 100)))
+    for name, r in r1.items():
+        t_c = 1 / r["single"]
+        t_o = max(1 / r["fit"] - 1 / r["single"], 0.0)
+        cells = " ".join(f"{predicted_efficiency(t_c, t_o, r['bytes'], p, g):>13.2f}"
+                         for p in (8, 64) for g in (10, 100))
+        print(f"{name:7} {t_c * 1e3:>7.2f} {t_o * 1e3:>7.3f} {r['bytes'] / 1e6:>8.2f} {cells}")
 
 
 if __name__ == "__main__":
