@@ -481,6 +481,9 @@ def _fit_loop(model, c, a, counts, shuffle, seed, verbose, schedule, validation_
     on_batch = _batch_caller(per_batch) if per_batch else None
     rng = np.random.default_rng() if seed is None else None
     gblock = model._grad_block()   # a view: the Allreduce works in place
+    # a step overwrites every gradient the optimizer holds; the others
+    # (frozen layers) stay 0, so summing them every step keeps them 0
+    gblock.fill(0)
     model.optimizer, model.stop_training = opt, False
     for cb in cbs:
         cb.set_model(model)

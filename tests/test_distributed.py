@@ -222,3 +222,42 @@ def test_shard_without_comm_is_refused():
     m = W.seq(dropout=False)
     with pytest.raises(ValueError, match="shard= needs comm="):
         m.fit(W.X[:10], W.Y[:10], shard="auto", verbose=0)
+
+
+@pytest.mark.parametrize("make_opt", [lambda m: nl.SGD(m, lr=0.1, momentum=0.9),
+                                      lambda m: nl.Adam(m, lr=0.01, clip_norm=0.5)],
+                         ids=["sgd", "adam-clipnorm"])
+def test_split_step_sums_to_the_whole_step(make_opt):
+    """The engine's step cut in two (no MPI): the gradients of two halves,
+    each divided by the whole batch's rows and placed at their global rows
+    (Dropout), added, then applied, equal train_step on the whole batch."""
+    a, b = W.graph(), W.graph()
+    b._param_block()[:] = a._param_block()
+    a.seed = b.seed = 11
+    oa, ob = make_opt(a), make_opt(b)
+    loss = nl.SoftmaxCrossEntropy()
+    x, y = W.X[:30], W.Y[:30]
+    for _ in range(3):
+        whole = a.train_step(x, y, loss, oa)
+        s1, c1, _ = b._grad_step(x[:18], y[:18], loss, ob, 30, 0)
+        g1 = b._grad_block().copy()
+        s2, c2, _ = b._grad_step(x[18:], y[18:], loss, ob, 30, 18)
+        b._grad_block()[:] += g1
+        b._apply_step(ob, 12)
+        assert abs((s1[0] + s2[0]) / 30 - whole) <= 1e-12 * abs(whole)
+    assert a._step == b._step == 3
+    assert_rel(b._param_block(), a._param_block())
+
+
+def test_grad_step_refuses_a_divisor_below_its_rows():
+    m = W.seq(dropout=False)
+    opt = nl.SGD(m, lr=0.1)
+    before = m._param_block().copy()
+    with pytest.raises(ValueError, match="divisor >= them"):
+        m._grad_step(W.X[:10], W.Y[:10], nl.SoftmaxCrossEntropy(), opt, 5, 0)
+    with pytest.raises(ValueError, match="row0 must be >= 0"):
+        m._grad_step(W.X[:10], W.Y[:10], nl.SoftmaxCrossEntropy(), opt, 10, -1)
+    np.testing.assert_array_equal(m._param_block(), before)
+    m._grad_step(W.X[:10], W.Y[:10], nl.SoftmaxCrossEntropy(), opt, 10, 0)
+    m._apply_step(opt, 10)
+    assert not np.array_equal(m._param_block(), before)
