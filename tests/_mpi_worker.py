@@ -179,17 +179,34 @@ def case_io(comm, out):
     io.save = counting_save
     m = seq(dropout=False)
     ckpt = nl.callbacks.ModelCheckpoint(os.path.join(out, "ckpt-{epoch}.npz"))
-    h = m.fit(X[:200], Y[:200], optimizer=nl.SGD(m, lr=0.1), comm=comm, shard="auto",
-              batch_size=16, epochs=2, shuffle=True, seed=5, verbose=1, callbacks=[ckpt],
-              validation_data=(X[200:300], Y[200:300]))
+    stderr = sys.stderr   # each rank's progress output to a file of its own
+    with open(os.path.join(out, f"stderr-{comm.rank}.txt"), "w") as sys.stderr:
+        h = m.fit(X[:200], Y[:200], optimizer=nl.SGD(m, lr=0.1), comm=comm, shard="auto",
+                  batch_size=16, epochs=2, shuffle=True, seed=5, verbose=1, callbacks=[ckpt],
+                  validation_data=(X[200:300], Y[200:300]))
+    sys.stderr = stderr
     m.save(os.path.join(out, "final.npz"), comm=comm)
     io.save = real_save
     pred = m.predict(X[300:337], comm=comm, shard="auto")
     mine = X[300:337][distributed._shard_rows(distributed.init(), 37)]
     pred_own = m.predict(mine, comm=comm)
     ev = m.evaluate(X[300:337], Y[300:337], comm=comm, shard="auto", metrics=["mse"])
-    save_npz(out, "io", comm, params=m._param_block().copy(), pred=pred, pred_own=pred_own,
-             val_loss=np.array(h.history["val_loss"]), loss=np.array(h.history["loss"]))
+    # explicit broadcasts: rank 1's weights perturbed, rank 0's Adam stepped
+    params = m._param_block().copy()
+    if comm.rank == 1:
+        m._param_block()[:] += 1.0
+    distributed.broadcast_parameters(m, root=0, comm=comm)
+    bcast_params = m._param_block().copy()
+    adam = nl.Adam(m, lr=0.01)
+    if comm.rank == 0:
+        m.train_step(X[:8], Y[:8], nl.SoftmaxCrossEntropy(), adam)
+    distributed.broadcast_optimizer_state(adam, root=0, comm=comm)
+    sd = adam.state_dict()
+    save_npz(out, "io", comm, params=params, pred=pred, pred_own=pred_own,
+             val_loss=np.array(h.history["val_loss"]), loss=np.array(h.history["loss"]),
+             bcast_params=bcast_params, adam_steps=np.array(sd["steps"]),
+             adam_state=np.concatenate([np.ravel(v) for k in sorted(sd["state"])
+                                        for v in sd["state"][k].values()]))
     save_json(out, "io", comm, {"writes": len(writes), "evaluate": ev})
 
 
