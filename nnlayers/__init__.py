@@ -33,6 +33,7 @@ from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
 from . import callbacks, metrics  # noqa: E402
 from . import onnx  # noqa: E402  (nl.onnx.export; imports the onnx package when used)
 from .torch_io import from_torch  # noqa: E402  (imports torch when called)
+from . import distributed  # noqa: E402  (mpi4py only when used)
 
 from ._version import __version__  # noqa: E402
 
@@ -49,4 +50,5 @@ __all__ = [
     "NNLayersError", "NonFiniteLossError", "ConcurrentUseError", "callbacks", "metrics",
     "schedules", "Huber", "MAE",
     "onnx", "from_torch",
+    "distributed",
 ]

@@ -755,11 +755,17 @@ class Model(_core.Model):
         return from_config(config, custom_objects)
 
     # ---- running
-    def predict(self, X, batch_size=None):
+    def predict(self, X, batch_size=None, comm=None, shard=None):
         """The model's output for X (n, in) (a list of arrays for several
         inputs; a list of outputs for several), computed in batches of
         ``batch_size`` rows (default: all at once). Several threads may
-        predict with one model at once."""
+        predict with one model at once. With ``comm`` (nl.distributed),
+        each rank predicts its rows (``shard="auto"``: its block of X) and
+        every rank gets all rows' outputs, in rank order."""
+        if comm is not None:
+            from . import distributed
+
+            return distributed.predict(self, X, comm, shard=shard, batch_size=batch_size)
         if batch_size is None:
             return self._predict(X)
         batch_size = _check_positive_int(batch_size, "batch_size")
@@ -816,23 +822,38 @@ class Model(_core.Model):
                              f"got {len(weights)}")
         return weights
 
-    def evaluate(self, X, y, loss=None, batch_size=None, loss_weights=None, metrics=None):
+    def evaluate(self, X, y, loss=None, batch_size=None, loss_weights=None, metrics=None,
+                 comm=None, shard=None):
         """Loss (batch-averaged over all of X) and, for classification, the
         accuracy: ``{"loss": float, "accuracy": float}``, plus any
         ``metrics`` asked for (names or callables, see ``nl.metrics``). A
         model of several outputs also reports each output's "<name>_loss"
         (and "<name>_accuracy", "<name>_<metric>"); "loss" is then the
-        weighted sum."""
+        weighted sum. With ``comm`` (nl.distributed), each rank passes its
+        rows (or the full arrays with ``shard="auto"``) and every rank gets
+        the result over all ranks' rows."""
+        if comm is not None:
+            from . import distributed
+
+            return distributed.evaluate(self, X, y, comm, shard=shard, loss=loss,
+                                        batch_size=batch_size, loss_weights=loss_weights,
+                                        metrics=metrics)
+        losses = self._losses(loss)
+        self._check_data(X, y, losses if self._multi_out else losses[0], "X", "y")
+        preds = self.predict(X, batch_size=batch_size)
+        preds = preds if self._multi_out else [preds]
+        return self._evaluate_predictions(preds, self._targets_list(y), loss=loss,
+                                          loss_weights=loss_weights, metrics=metrics)
+
+    def _evaluate_predictions(self, preds, ys, loss=None, loss_weights=None, metrics=None):
+        """evaluate's result from the predictions and targets (lists, one
+        per output)."""
         from .metrics import resolve_metrics, value
 
         losses = self._losses(loss)
         weights = self._loss_weights(loss_weights)
         metric_list = metrics if isinstance(metrics, list) and all(
             hasattr(m, "fn") for m in metrics) else resolve_metrics(metrics)
-        self._check_data(X, y, losses if self._multi_out else losses[0], "X", "y")
-        preds = self.predict(X, batch_size=batch_size)
-        preds = preds if self._multi_out else [preds]
-        ys = self._targets_list(y)
         out, total = {}, 0.0
         for j, (p, t, lf) in enumerate(zip(preds, ys, losses)):
             prefix = f"{self._output_names[j]}_" if self._multi_out else ""
@@ -861,7 +882,7 @@ class Model(_core.Model):
     def fit(self, X, y, loss=None, optimizer=None, epochs=1, batch_size=32, shuffle=True,
             seed=None, validation_data=None, verbose=1, loss_weights=None, callbacks=None,
             validation_split=0.0, sample_weight=None, class_weight=None, initial_epoch=0,
-            metrics=None, schedule=None):
+            metrics=None, schedule=None, comm=None, shard=None):
         """Train with minibatches; returns a :class:`History`.
 
         Each epoch's loop over minibatches runs in C with the GIL released;
@@ -906,7 +927,23 @@ class Model(_core.Model):
         verbose : 0 silent, 1 a progress bar per epoch, 2 one line per epoch
         loss_weights : one weight per output (a list, or a dict by output
             name); the loss minimised is the weighted sum, as in Keras
+        comm : data-parallel training over MPI (``nl.distributed.init()``):
+            each rank trains on its rows (``shard="auto"``: its block of
+            X), batch_size rows per rank per step, the gradients averaged
+            over all ranks' rows; see docs/distributed.md
         """
+        if comm is not None:
+            from . import distributed
+
+            return distributed.fit(
+                self, X, y, comm, shard=shard, loss=loss, optimizer=optimizer,
+                epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                validation_data=validation_data, verbose=verbose, loss_weights=loss_weights,
+                callbacks=callbacks, validation_split=validation_split,
+                sample_weight=sample_weight, class_weight=class_weight,
+                initial_epoch=initial_epoch, metrics=metrics, schedule=schedule)
+        if shard is not None:
+            raise ValueError("shard= needs comm= (nl.distributed.init())")
         from . import callbacks as cbm
         from .metrics import c_metrics, resolve_metrics
 
@@ -1045,14 +1082,17 @@ class Model(_core.Model):
         return bar, progress
 
     # ---- persistence
-    def save(self, path, optimizer=None):
+    def save(self, path, optimizer=None, comm=None):
         """Save the graph (JSON) and the parameters to an ``.npz`` file;
         with ``optimizer`` (e.g. ``model.optimizer`` after fit), its
         hyperparameters and state too: ``nl.load`` then gives back both
-        (as ``model.optimizer``) and training resumes exactly."""
+        (as ``model.optimizer``) and training resumes exactly. With
+        ``comm`` (or inside a distributed fit), rank 0 writes and every
+        rank waits for it."""
+        from .distributed import root_only
         from .io import save
 
-        save(self, path, optimizer=optimizer)
+        root_only(self, lambda: save(self, path, optimizer=optimizer), comm)
 
     # ---- PyTorch weight exchange (nnlayers/torch_io.py)
     def state_dict(self, tensors=False):

@@ -894,6 +894,27 @@ nn_status nn_graph_train_step(nn_graph *g, nn_ws *ws, const nn_run *run,
                               size_t N, const nn_targets *tg,
                               nn_step_result *res);
 
+/*
+ * A training step cut in two around an exchange of gradients between
+ * processes (data-parallel training, nnlayers.distributed).
+ * nn_graph_grad_step: forward (training), the losses, backward; every
+ * gradient the optimizer holds is written (overwritten) and nothing is
+ * updated. The loss gradients are divided by `divisor` (the rows of the
+ * step over all processes) instead of N; run->row0 is the first row's
+ * place in that global batch (Dropout's masks). hooks->ready, when set,
+ * sees each segment complete. NN_ERR_NONFINITE: a loss is not finite.
+ * nn_graph_apply_step: then the update from the gradients as they are:
+ * the forward's state committed (N: its rows; 0: none ran), clipping,
+ * each segment the step holds updated once, opt->steps advanced.
+ */
+nn_status nn_graph_grad_step(nn_graph *g, nn_ws *ws, const nn_run *run,
+                             nn_optim *opt, const nn_optmap *map,
+                             const nn_hooks *hooks, const void *const *x,
+                             size_t N, size_t divisor, const nn_targets *tg,
+                             nn_step_result *res);
+nn_status nn_graph_apply_step(nn_graph *g, nn_ws *ws, const nn_run *run,
+                              nn_optim *opt, const nn_optmap *map, size_t N);
+
 /* Called by nn_graph_fit_epoch after every batch. Returns nonzero to stop
  * the epoch (Ctrl-C, a callback). */
 struct nn_epoch_result;
