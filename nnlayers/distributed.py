@@ -316,11 +316,10 @@ def _step_exchange(c, code, local):
     return buf[:c.size].astype(int), buf[c.size:]
 
 
-def _raise_failure(c, codes, err, epoch, k):
+def _raise_failure(c, codes, err, where):
     """Every rank: the reasons gathered, then the error naming them."""
     reasons = c.comm.allgather(None if err is None else _reason(err))
     failed = {r: (reasons[r] or "failed") for r in range(c.size) if codes[r]}
-    where = f"fit (epoch {epoch}, step {k})"
     if all(codes[r] == _NONFINITE for r in failed):
         text = "; ".join(f"rank {r}: {m.split(': ', 1)[-1]}" for r, m in sorted(failed.items()))
         raise _core.NonFiniteLossError(f"{where}: a non-finite loss on {text}; the step's "
@@ -330,6 +329,29 @@ def _raise_failure(c, codes, err, epoch, k):
         raise KeyboardInterrupt(f"{where}: interrupted (Ctrl-C) on rank {ranks}; "
                                 f"every rank stopped before this step's update") from err
     raise RankFailedError(where, failed) from err
+
+
+def _on_every_rank(c, where, model, fn, *args):
+    """fn(*args) (callbacks, a schedule's step) on every rank, then one
+    exchange of its status and of model.stop_training: if it raised on any
+    rank, every rank raises naming it, so that no rank is left waiting in
+    the next collective; a stop asked for on any rank stops every rank."""
+    code, err = _OK, None
+    try:
+        fn(*args)
+    except KeyboardInterrupt as e:
+        code, err = _INTERRUPTED, e
+    except Exception as e:
+        code, err = _RAISED, e
+    codes, flat = _step_exchange(c, code, [1.0 if model.stop_training else 0.0])
+    if codes.any():
+        _raise_failure(c, codes, err, where)
+    model.stop_training = bool(flat[0])
+
+
+def _each(cbs, method, *args):
+    for cb in cbs:
+        getattr(cb, method)(*args)
 
 
 def _metric_keys(summed):
@@ -487,14 +509,14 @@ def _fit_loop(model, c, a, counts, shuffle, seed, verbose, schedule, validation_
     model.optimizer, model.stop_training = opt, False
     for cb in cbs:
         cb.set_model(model)
-        cb.on_train_begin({})
+    _on_every_rank(c, "fit (on_train_begin)", model, _each, cbs, "on_train_begin", {})
     for epoch in range(a["initial_epoch"], a["epochs"]):
         order = None
         if shuffle:
             gen = rng if rng is not None else np.random.default_rng([seed, epoch, c.rank])
             order = gen.permutation(a["n"])
-        for cb in cbs:
-            cb.on_epoch_begin(epoch, {})
+        _on_every_rank(c, f"fit (epoch {epoch}, on_epoch_begin)", model, _each, cbs,
+                       "on_epoch_begin", epoch, {})
         bar = _bar(c, verbose, epoch, a["epochs"], plan.total)
         acc = _Epoch(n_out, keys)
         t0 = time.perf_counter()
@@ -526,7 +548,7 @@ def _fit_loop(model, c, a, counts, shuffle, seed, verbose, schedule, validation_
                     code, err = _RAISED, e
                 codes, flat = _step_exchange(c, code, acc.local(result, here))
                 if codes.any():
-                    _raise_failure(c, codes, err, epoch, k)
+                    _raise_failure(c, codes, err, f"fit (epoch {epoch}, step {k})")
                 c.comm.Allreduce(MPI.IN_PLACE, gblock, op=MPI.SUM)
                 model._apply_step(opt, here)
                 loss = acc.add(flat, total, weights)
@@ -535,7 +557,8 @@ def _fit_loop(model, c, a, counts, shuffle, seed, verbose, schedule, validation_
                     bar.set_postfix({"loss": f"{acc.loss_sum / max(acc.seen, 1):.4f}"},
                                     refresh=False)
                 if on_batch is not None:
-                    on_batch(k, total, loss)
+                    _on_every_rank(c, f"fit (epoch {epoch}, step {k}, on_batch_end)", model,
+                                   on_batch, k, total, loss)
         finally:
             if bar is not None:
                 bar.close()
@@ -547,10 +570,12 @@ def _fit_loop(model, c, a, counts, shuffle, seed, verbose, schedule, validation_
                          loss=a["loss_arg"], metrics=a["metric_list"],
                          loss_weights=a["weights"] if model._multi_out else None)
             logs.update({"val_" + key: x for key, x in v.items()})
-        if schedule is not None and not _per_step(schedule):
-            schedule.step()
-        for cb in cbs:
-            cb.on_epoch_end(epoch, logs)
+        def epoch_end():
+            if schedule is not None and not _per_step(schedule):
+                schedule.step()
+            _each(cbs, "on_epoch_end", epoch, logs)
+
+        _on_every_rank(c, f"fit (epoch {epoch}, on_epoch_end)", model, epoch_end)
         history._record(epoch, logs)
         if verbose == 2 and c.is_root:
             dt = time.perf_counter() - t0
@@ -560,8 +585,7 @@ def _fit_loop(model, c, a, counts, shuffle, seed, verbose, schedule, validation_
                   flush=True)
         if model.stop_training:
             break
-    for cb in cbs:
-        cb.on_train_end({})
+    _on_every_rank(c, "fit (on_train_end)", model, _each, cbs, "on_train_end", {})
     return history
 
 

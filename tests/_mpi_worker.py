@@ -150,6 +150,34 @@ def case_failures(comm, out):
     m = seq(dropout=False)
     res["mismatch_args"] = attempt(lambda: m.fit(X[:40], Y[:40], comm=comm, verbose=0,
                                                  batch_size=8 + comm.rank))
+    # a callback of the user's that raises on rank 1 only, at the end of
+    # epoch 0 and after batch 2; and one that stops training on rank 1 only
+    class RaiseOnRank1(nl.callbacks.Callback):
+        def __init__(self, where):
+            self.where = where
+
+        def on_epoch_end(self, epoch, logs):
+            if self.where == "epoch" and comm.rank == 1:
+                raise ValueError("callback failed on purpose")
+
+        def on_batch_end(self, batch, logs):
+            if self.where == "batch" and comm.rank == 1 and batch == 2:
+                raise ValueError("batch callback failed on purpose")
+
+    class StopOnRank1(nl.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs):
+            if comm.rank == 1:
+                self.model.stop_training = True
+
+    for where in ("epoch", "batch"):
+        m = seq(dropout=False)
+        res["callback_" + where] = attempt(lambda: m.fit(
+            X[:40], Y[:40], comm=comm, verbose=0, epochs=3, batch_size=8,
+            callbacks=[RaiseOnRank1(where)]))
+    m = seq(dropout=False)
+    res["stop"] = attempt(lambda: res.setdefault("stop_epochs", len(m.fit(
+        X[:40], Y[:40], comm=comm, verbose=0, epochs=4, batch_size=8,
+        callbacks=[StopOnRank1()]).history["loss"])))
     # and the communicator still works: a good fit after all that
     m = seq(dropout=False)
     res["after"] = attempt(lambda: train(comm, m, nl.SGD(m, lr=0.1), [40, 40], 8, 1, False))

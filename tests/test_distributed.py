@@ -165,6 +165,15 @@ def test_failures_stop_every_rank_naming_the_rank(tmp_path):
             assert "rank 1 has" in res[key]["message"]
         assert res["mismatch_args"]["type"] == "ValueError"
         assert "'batch_size': 9" in res["mismatch_args"]["message"]
+        # a user's callback raising on rank 1 only stops every rank, naming it
+        for where, text in (("epoch", "epoch 0, on_epoch_end"),
+                            ("batch", "step 2, on_batch_end")):
+            got = res["callback_" + where]
+            assert got["type"] == "RankFailedError", got
+            assert text in got["message"] and "rank 1: ValueError" in got["message"]
+        # a stop asked for on rank 1 only stops every rank after epoch 0
+        assert res["stop"]["type"] is None, res["stop"]
+        assert res["stop_epochs"] == 1
         assert res["after"]["type"] is None
     assert ranks[0] == ranks[1]
 
