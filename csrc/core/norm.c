@@ -21,8 +21,10 @@
  * with the sums over the row, no running statistics; row-wise, so a
  * batch may be split between threads.
  *
- * Workspace: xhat (N, F) (both), then BatchNorm's mean and invstd (F each)
- * or LayerNorm's invstd per row (N).
+ * Workspace: xhat (N, F) (both), then BatchNorm's mean, invstd and
+ * biased batch variance (F each; the commit reads the variance as the
+ * forward measured it: recovering it from invstd would lose its digits
+ * when var << eps in float32), or LayerNorm's invstd per row (N).
  * Tensors: gamma (F), beta (F) when affine (params); BatchNorm's
  * running_mean (F), running_var (F), num_batches_tracked (1) when tracked
  * (buffers).
@@ -80,15 +82,15 @@ nn_status FN(nn_op_batchnorm_forward)(const nn_node_io *io)
     const nn_layer *L = io->L;
     size_t N = io->n, F = io->out_w, n, f;
     real *xhat = io->ws, *mean = xhat + io->N * F, *invstd = mean + F;
+    real *var = invstd + F;
     const real *x = io->x[0];
     int batch_stats = io->training || !BN_TRACK(L);
     if (batch_stats) {
         if (N < 2 && io->training)
             return NN_ERR_BATCH;
-        /* the variance is kept in invstd until it is one */
-        FN(column_moments)(mean, invstd, x, N, F);
+        FN(column_moments)(mean, var, x, N, F);
         for (f = 0; f < F; f++)
-            invstd[f] = (real)(1.0 / sqrt((double)invstd[f] + L->arg[0]));
+            invstd[f] = (real)(1.0 / sqrt((double)var[f] + L->arg[0]));
     } else {
         const real *rm = BN_RUNNING(L, 0), *rv = BN_RUNNING(L, 1);
         for (f = 0; f < F; f++) {
@@ -106,12 +108,12 @@ nn_status FN(nn_op_batchnorm_forward)(const nn_node_io *io)
 }
 
 /* The running statistics from the batch's (training forward's mean and
- * invstd in the workspace) */
+ * variance in the workspace) */
 nn_status FN(nn_op_batchnorm_commit)(const nn_node_io *io)
 {
     const nn_layer *L = io->L;
     size_t N = io->n, F = io->out_w, f;
-    const real *mean = (const real *)io->ws + io->N * F, *invstd = mean + F;
+    const real *mean = (const real *)io->ws + io->N * F, *var = mean + 2 * F;
     real *rm, *rv, *count;
     double m, unbias = (double)N / (double)(N - 1);
     if (!BN_TRACK(L) || !io->training)
@@ -122,9 +124,8 @@ nn_status FN(nn_op_batchnorm_commit)(const nn_node_io *io)
     count[0] += 1;
     m = L->arg[1] >= 0 ? L->arg[1] : 1.0 / (double)count[0];
     for (f = 0; f < F; f++) {
-        double var = 1.0 / ((double)invstd[f] * (double)invstd[f]) - L->arg[0];
         rm[f] = (real)((1 - m) * (double)rm[f] + m * (double)mean[f]);
-        rv[f] = (real)((1 - m) * (double)rv[f] + m * var * unbias);
+        rv[f] = (real)((1 - m) * (double)rv[f] + m * (double)var[f] * unbias);
     }
     return NN_OK;
 }
