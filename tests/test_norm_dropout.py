@@ -726,6 +726,22 @@ def test_batchnorm_one_row_in_training_is_refused_and_changes_nothing(rng):
     assert model.buffers()["1.num_batches_tracked"][0] == 3
 
 
+def test_rejected_step_leaves_the_running_statistics(rng):
+    """A step refused for a non-finite loss commits nothing: BatchNorm's
+    statistics, the parameters and the step count stay as they were."""
+    model = bn_net(np.float32)
+    opt = nl.SGD(model, lr=0.1, momentum=0.9)
+    X, y = data(rng, 6, 10, np.float32), rng.integers(0, 4, 6)
+    model.train_step(X, y, nl.SoftmaxCrossEntropy(), opt)
+    before = model_state(model, opt)
+    bad = X.copy()
+    bad[2, 3] = np.inf
+    with pytest.raises(nl.NonFiniteLossError):
+        model.train_step(bad, y, nl.SoftmaxCrossEntropy(), opt)
+    after = model_state(model, opt)
+    assert_state(after, before)
+
+
 def test_empty_batch(rng):
     """No rows: eval gives an empty output (as torch); training refuses it
     (torch returns an empty output too, but counts a batch); nothing
@@ -751,8 +767,9 @@ def test_empty_batch(rng):
 def test_bad_arguments_name_the_fix():
     with pytest.raises(ValueError, match=r"Dropout\(p\): p must be a probability"):
         nl.Dropout(1.5)
-    with pytest.raises(ValueError, match="momentum must be in"):
-        nl.BatchNorm(4, momentum=2.0)
+    for bad in (2.0, "0.1", float("nan"), True):
+        with pytest.raises(ValueError, match="BatchNorm: momentum must be in"):
+            nl.BatchNorm(4, momentum=bad)
     with pytest.raises(ValueError, match="eps must be a finite number"):
         nl.LayerNorm(4, eps=0)
     with pytest.raises(ValueError, match="features must be a positive int"):
