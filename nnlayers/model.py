@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _core
 from .layers import Layer, ParamDict, SymbolicTensor, _auto_name, _call_symbolic, _check_name
-from .layers import _symbolic_inputs
+from .layers import BatchNorm, _symbolic_inputs
 from .losses import Loss, SoftmaxCrossEntropy, loss_from_name
 from .optim import SGD
 
@@ -205,6 +205,22 @@ def _row_weights(sample_weight, class_weight, ys, n, dtype, multi_out):
         cw = np.array([table.get(int(c), 1.0) for c in labels], dtype=np.float64)
         w = cw if w is None else w * cw
     return None if w is None else w.astype(dtype)
+
+
+def _check_batch_statistics(model, n, batch_size):
+    """Before fit's first update: a BatchNorm trains on batch statistics,
+    which need more than one row, so no minibatch may have a single row
+    (else fit would stop part-way, at the last batch of an epoch)."""
+    last = n - (n - 1) // batch_size * batch_size
+    if n == 0 or min(batch_size, last) > 1:
+        return
+    bn = next((layer for layer in model._flat_layers if isinstance(layer, BatchNorm)), None)
+    if bn is not None:
+        raise ValueError(
+            f"batch_size={batch_size} over {n} training rows gives a batch of 1 row, but "
+            f"layer {bn.name!r} (BatchNorm) trains on batch statistics, which need more "
+            f"than one row: choose a batch_size of 2 or more for which rows % batch_size "
+            f"!= 1, or drop a row")
 
 
 def _per_step(schedule):
@@ -981,6 +997,8 @@ class Model(_core.Model):
         w = _row_weights(sample_weight, class_weight, ys, n, self.dtype, self._multi_out)
         if n == 0 and epochs > initial_epoch:
             raise ValueError("X has no rows: fit needs at least one sample")
+        if epochs > initial_epoch:
+            _check_batch_statistics(self, n, batch_size)
         loss_arg = losses if self._multi_out else losses[0]
         X_arg, y_arg = (xs if self._multi_in else xs[0]), (ys if self._multi_out else ys[0])
         if val is not None:   # checked now, not after the first epoch's updates

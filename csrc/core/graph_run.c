@@ -294,17 +294,24 @@ nn_status FN(nn_pg_colsum)(nn_pg *pg, size_t k, const real *G, size_t K)
     return FN(pg_done)(pg, s, u, c0, c1);
 }
 
-/* out[c] (+)= sum_n A[n, c] B[n, c], c in [c0, c1) */
+/* out[c] (+)= sum_n A[n, c] B[n, c], c in [c0, c1): blocks of 16
+ * columns read row by row (contiguous, 16 independent sums), each
+ * column still summed over n in order */
 static void FN(column_sums_prod)(real *out, const real *A, const real *B,
                                  size_t K, size_t C, size_t c0, size_t c1,
                                  int add)
 {
-    size_t n, c;
-    for (c = c0; c < c1; c++) {
-        double acc = 0;
-        for (n = 0; n < K; n++)
-            acc += (double)A[n * C + c] * (double)B[n * C + c];
-        out[c] = add ? out[c] + (real)acc : (real)acc;
+    size_t n, c, j;
+    for (c = c0; c < c1; c += 16) {
+        size_t nb = c1 - c < 16 ? c1 - c : 16;
+        double acc[16] = {0};
+        for (n = 0; n < K; n++) {
+            const real *a = A + n * C + c, *b = B + n * C + c;
+            for (j = 0; j < nb; j++)
+                acc[j] += (double)a[j] * (double)b[j];
+        }
+        for (j = 0; j < nb; j++)
+            out[c + j] = add ? out[c + j] + (real)acc[j] : (real)acc[j];
     }
 }
 
