@@ -170,27 +170,51 @@ class _StopOnNonFinite(TerminateOnNaN):
         super().on_nonfinite(epoch, batch, loss)
 
 
+def _sq_norm(arrays):
+    with np.errstate(over="ignore"):         # diverging weights give inf, as the loss
+        return sum(float(np.dot(a.ravel(), a.ravel())) for a in arrays)
+
+
+class _L2Term(Callback):
+    """The L2 part of scikit-learn's epoch loss. Each batch's loss has
+    0.5 alpha ||W||² / B with the weights before its update, and the epoch
+    loss averages the batches weighted by their rows B, so the epoch's L2
+    part is 0.5 alpha / n times the sum over batches of ||W||² before
+    each. This class serves alpha = 0 (no per-batch call); _L2Batches
+    the others."""
+
+    def __init__(self, est, n_batches):
+        self.est, self.n_batches, self.sq = est, n_batches, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.sq = _sq_norm(self.est.coefs_) if self.est.alpha > 0 else 0.0
+
+    def value(self, n):
+        return 0.5 * self.est.alpha * self.sq / n
+
+
+class _L2Batches(_L2Term):
+    """_L2Term with the sum over batches (fit calls it after each batch)."""
+
+    def on_batch_end(self, batch, logs=None):
+        if batch < self.n_batches - 1:      # the weights the next batch starts from
+            self.sq += _sq_norm(self.est.coefs_)
+
+
 class _EpochRules(Callback):
     """scikit-learn's end-of-iteration rules, run by fit after each epoch:
     loss_ (data loss + the L2 term), the no-improvement counter, the
     invscaling / adaptive learning rate, and stopping."""
 
-    def __init__(self, est, n_train, n_batches, val):
-        self.est, self.n_train, self.n_batches, self.val = est, n_train, n_batches, val
+    def __init__(self, est, n_train, penalty, val):
+        self.est, self.n_train, self.penalty, self.val = est, n_train, penalty, val
         self.converged = False
-
-    def _penalty(self):
-        """scikit-learn adds 0.5 alpha ||W||² / B to each batch's loss and
-        averages the batches weighted by rows: n_batches * 0.5 alpha ||W||² / n
-        (here with the weights at the end of the epoch)."""
-        sq = sum(float(np.dot(w.ravel(), w.ravel())) for w in self.est.coefs_)
-        return self.n_batches * 0.5 * self.est.alpha * sq / self.n_train
 
     def on_epoch_end(self, epoch, logs=None):
         est = self.est
         est.n_iter_ += 1
         est.t_ += self.n_train
-        est.loss_ = logs["loss"] / est._loss_scale + self._penalty()
+        est.loss_ = logs["loss"] / est._loss_scale + self.penalty.value(self.n_train)
         est.loss_curve_.append(est.loss_)
         if est.verbose:
             print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
@@ -364,12 +388,16 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"{type(self).__name__}: y has {n_out} outputs, the fitted "
                              f"network {self.n_outputs_}; fit with warm_start=False to "
                              f"start again")
-        if self.early_stopping and incremental:
-            raise ValueError("partial_fit does not support early_stopping=True; set "
-                             "early_stopping=False or call fit")
         with _threads(self.n_threads):
             self._fit_stochastic(X, Y, rs, incremental)
         return self
+
+    def _check_incremental(self):
+        """partial_fit's checks, before anything is set."""
+        _check_params(self)
+        if self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True; set "
+                             "early_stopping=False or call fit")
 
     def _batch_size(self, n):
         if self.batch_size == "auto":
@@ -400,14 +428,15 @@ class _BaseMLP(BaseEstimator):
             self._optimizer = self._make_optimizer(decay)
         else:
             self._optimizer.set_hyper("weight_decay", decay, group=0)
-        rules = _EpochRules(self, n, (n + bs - 1) // bs, val)
+        penalty = (_L2Batches if self.alpha > 0 else _L2Term)(self, (n + bs - 1) // bs)
+        rules = _EpochRules(self, n, penalty, val)
         guard = _StopOnNonFinite()
         self.n_iter_ = 0
         try:
             self.model_.fit(X_tr, Y_tr, loss=self._loss(), optimizer=self._optimizer,
                             epochs=1 if incremental else self.max_iter, batch_size=bs,
                             shuffle=bool(self.shuffle), seed=int(rs.randint(2**31 - 1)),
-                            verbose=0, callbacks=[guard, rules])
+                            verbose=0, callbacks=[guard, penalty, rules])
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
         if guard.where is not None:
@@ -561,6 +590,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def partial_fit(self, X, y, classes=None):
         """One epoch over (X, y), from the current weights. ``classes`` (all the
         labels y may ever have) is required on the first call."""
+        self._check_incremental()
         if _check_partial_fit_first_call(self, classes):
             self._lb = LabelBinarizer()
             self._lb.fit(y if type_of_target(y).startswith("multilabel") else classes)
@@ -633,6 +663,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def partial_fit(self, X, y):
         """One epoch over (X, y), from the current weights."""
+        self._check_incremental()
         return self._fit(X, y, incremental=True)
 
     def predict(self, X):
