@@ -69,8 +69,7 @@ def _fail(est, name, expected, value, fix=""):
 def _check_real(est, name, low, high=None, low_open=False, high_open=False):
     """A number in the interval; bools are refused."""
     v = getattr(est, name)
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v) \
-            and not (high is None and v == np.inf):
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or np.isnan(v):
         _fail(est, name, "a real number", v)
     bad_low = v <= low if low_open else v < low
     bad_high = high is not None and (v >= high if high_open else v > high)
@@ -138,7 +137,8 @@ def _check_params(est):
     for name in ("shuffle", "nesterovs_momentum", "early_stopping", "warm_start"):
         if not isinstance(getattr(est, name), (bool, np.bool_)):
             _fail(est, name, "True or False", getattr(est, name))
-    _check_int(est, "verbose", 0) if not isinstance(est.verbose, bool) else None
+    if not isinstance(est.verbose, (bool, np.bool_)):
+        _check_int(est, "verbose", 0)
     return _hidden_sizes(est), _model_dtype(est)
 
 
@@ -364,6 +364,7 @@ class _BaseMLP(BaseEstimator):
         self.n_layers_ = len(hidden) + 2
         self.n_iter_ = 0
         self.t_ = 0
+        self._best_weights = self.model_.get_weights()   # early stopping's, as scikit-learn's
         self.loss_curve_ = []
         self._no_improvement_count = 0
         if self.early_stopping:
@@ -448,9 +449,8 @@ class _BaseMLP(BaseEstimator):
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
                           f"reached and the optimization hasn't converged yet.",
                           ConvergenceWarning)
-        if val is not None and getattr(self, "_best_weights", None) is not None:
+        if val is not None:
             self.model_.set_weights(self._best_weights)
-            self._best_weights = None
 
     def fit(self, X, y):
         """Fit the network to X (n, features) and y; returns self."""

@@ -10,6 +10,7 @@
   clone, labels of any type, partial_fit, accuracy on digits;
 - ``import nnlayers`` does not import scikit-learn; bad parameters.
 """
+import pathlib
 import pickle
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 import nnlayers as nl  # noqa: E402
 from nnlayers.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
@@ -386,3 +388,16 @@ def test_sklearn_nonfinite_loss_raises(three_classes):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         assert np.isfinite(est.fit(X, y).predict(X)).all()
+
+
+def test_benchmark_quick_run_prints_the_table():
+    script = ROOT / "benchmarks" / "sklearn_mlp.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--repeats", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| digits")
+            or line.startswith("| synthetic")]
+    assert len(rows) == 4, proc.stdout
+    for row in rows:
+        ratio = row.rstrip(" |").rsplit("|", 1)[1].strip()
+        assert ratio.endswith("x") and float(ratio[:-1]) > 0, row
