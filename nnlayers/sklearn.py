@@ -310,14 +310,11 @@ class _BaseMLP(BaseEstimator):
         self.dtype = dtype
         self.n_threads = n_threads
 
-    # ---- tags (scikit-learn >= 1.6, and the older dict for 1.3 - 1.5)
+    # ---- tags (scikit-learn >= 1.6; the classifier also has the older _more_tags)
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
-
-    def _more_tags(self):   # pragma: no cover (scikit-learn < 1.6)
-        return {"multilabel": True, "multioutput": True}
 
     # ---- network
     def _build(self, n_in, hidden, n_out, dtype, rs):
@@ -617,6 +614,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
         return tags
+
+    def _more_tags(self):   # pragma: no cover (scikit-learn < 1.6 reads this)
+        return {"multilabel": True}
 
 
 # ---------------------------------------------------------------- regressor
