@@ -89,6 +89,10 @@ def test_quickstart_notebook_executes(monkeypatch, tmp_path):
     html = [out["data"]["text/html"] for cell in nb.cells[:n_cells] if cell.cell_type == "code"
             for out in cell.outputs if "text/html" in out.get("data", {})]
     assert any("Total params" in h for h in html), "the model's HTML view is not shown"
+    # the scikit-learn pipeline cross-validated the digits well
+    import re
+    found = re.search(r"5-fold cross-validated accuracy: ([0-9.]+)", text)
+    assert found and float(found.group(1)) > 0.9, text[-500:]
 
 
 @pytest.mark.parametrize("widgets", [False, True], ids=["no_ipywidgets", "ipywidgets"])
