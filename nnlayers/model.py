@@ -127,12 +127,19 @@ def _row_weights(sample_weight, class_weight, ys, n, dtype, multi_out):
             table = dict(zip(classes.tolist(), (n / (len(classes) * counts)).tolist()))
         elif isinstance(class_weight, dict):
             table = {int(k): float(v) for k, v in class_weight.items()}
+            bad = [k for k, v in table.items() if not (np.isfinite(v) and v >= 0)]
+            if bad:
+                raise ValueError(f"class_weight[{bad[0]}] must be finite and >= 0, got "
+                                 f"{table[bad[0]]!r}")
         else:
             raise TypeError(f"class_weight must be a dict or 'balanced', got "
                             f"{type(class_weight).__name__}")
         cw = np.array([table.get(int(c), 1.0) for c in labels], dtype=np.float64)
         w = cw if w is None else w * cw
-    return None if w is None else w.astype(dtype)
+    if w is None:
+        return None
+    # the training loop's own check, now: before fit changes anything
+    return _core.check_weights(w, dtype, n, "sample_weight")
 
 
 def _per_step(schedule):
