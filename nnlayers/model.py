@@ -146,6 +146,19 @@ def _per_step(schedule):
     return schedule is not None and schedule.interval == "step"
 
 
+def _step_plan(schedule, n_batches):
+    """Per batch b of an epoch, (names, values (n_batches, groups, names)):
+    the values after b steps of a per-step schedule, in torch's order (a
+    batch, then ``schedule.step()``), so batch 0 runs with the values the
+    optimizer holds now. It peeks n_batches steps ahead, as far as fit
+    steps the schedule after the epoch, so a schedule that would run past
+    its end fails before the epoch rather than after it."""
+    names, later = schedule._peek(n_batches)
+    now = np.array([[g[k] for k in names] for g in schedule.optimizer.param_groups],
+                   dtype=np.float64)
+    return names, np.concatenate([now[None], later[:-1]])
+
+
 def _check_schedule(schedule, optimizer):
     if not hasattr(schedule, "_peek") or not hasattr(schedule, "interval"):
         raise TypeError(f"schedule must be an nnlayers.schedules schedule, got "
@@ -837,7 +850,8 @@ class Model(_core.Model):
             naming the epoch and batch, that batch's update not applied)
         schedule : a learning-rate schedule on the optimizer
             (``nl.schedules``); an "epoch" schedule steps after each epoch,
-            a "step" one before each batch, inside the C loop
+            a "step" one after each batch (torch's order: batch 0 uses the
+            rate the optimizer holds at the start), inside the C loop
         verbose : 0 silent, 1 a progress bar per epoch, 2 one line per epoch
         loss_weights : one weight per output (a list, or a dict by output
             name); the loss minimised is the weighted sum, as in Keras
@@ -906,7 +920,7 @@ class Model(_core.Model):
                 order = None
             for cb in cbs:
                 cb.on_epoch_begin(epoch, {})
-            hyper = schedule._peek(n_batches) if _per_step(schedule) else None
+            hyper = _step_plan(schedule, n_batches) if _per_step(schedule) else None
             bar, progress = self._progress(verbose, epoch, epochs, n, classify[0])
             on_batch = _batch_caller(per_batch) if per_batch else None
             t0 = time.perf_counter()
