@@ -159,13 +159,21 @@ def _step_plan(schedule, n_batches):
     return names, np.concatenate([now[None], later[:-1]])
 
 
-def _check_schedule(schedule, optimizer):
+def _check_schedule(schedule, optimizer, epochs, n_batches):
+    """Everything that would stop the schedule during fit, checked before
+    the first update: its optimizer, who steps it, and its end."""
     if not hasattr(schedule, "_peek") or not hasattr(schedule, "interval"):
         raise TypeError(f"schedule must be an nnlayers.schedules schedule, got "
                         f"{type(schedule).__name__}")
     if schedule.optimizer is not optimizer:
         raise ValueError("schedule is built on another optimizer than fit's: build it on "
                          "the optimizer you pass to fit")
+    if getattr(schedule, "_driven_by", None) is not None:
+        raise ValueError(f"schedule is the after= of {schedule._driven_by}, which steps it: "
+                         f"pass that schedule to fit")
+    steps = epochs * (n_batches if _per_step(schedule) else 1)
+    schedule._check_reach(schedule.last_epoch + steps, f"fit ({epochs} epochs of "
+                          f"{n_batches} batches)")
 
 
 def _check_positive_int(value, name):
@@ -900,7 +908,8 @@ class Model(_core.Model):
             self._check_data(vx if self._multi_in else vx[0], val[1], loss_arg,
                              "validation_data X", "validation_data y")
         if schedule is not None:
-            _check_schedule(schedule, optimizer)
+            _check_schedule(schedule, optimizer, epochs - initial_epoch,
+                            (n + batch_size - 1) // batch_size)
         history = History({"epochs": epochs, "batch_size": batch_size, "samples": n})
         classify = [lf.is_classification for lf in losses]
         rng = np.random.default_rng(seed) if seed is None else None
