@@ -466,3 +466,13 @@ BAD_CALLBACKS = [
 def test_callback_argument_errors(make, exc, msg):
     with pytest.raises(exc, match=msg):
         make()
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float16, "complex128"])
+def test_astype_refuses_other_dtypes(dtype):
+    model = make_mlp(np.float32)
+    before = params_of(model)
+    with pytest.raises(TypeError, match=r"astype takes numpy.float32 or numpy.float64, got "):
+        model.astype(dtype)
+    assert_bitwise(params_of(model), before)
+    assert model.astype(np.float64).dtype == np.float64
