@@ -31,6 +31,9 @@ from .losses import (MAE, MSE, NLL, BinaryCrossEntropy, Huber, Loss,  # noqa: E4
 from .model import History, Model, Sequential  # noqa: E402
 from .optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop  # noqa: E402
 from . import callbacks, metrics  # noqa: E402
+from . import onnx  # noqa: E402  (nl.onnx.export; imports the onnx package when used)
+from .torch_io import from_torch  # noqa: E402  (imports torch when called)
+from . import distributed  # noqa: E402  (mpi4py only when used)
 
 from ._version import __version__  # noqa: E402
 
@@ -46,4 +49,6 @@ __all__ = [
     "show_config", "blas_info", "get_num_threads", "set_num_threads",
     "NNLayersError", "NonFiniteLossError", "ConcurrentUseError", "callbacks", "metrics",
     "schedules", "Huber", "MAE",
+    "onnx", "from_torch",
+    "distributed",
 ]

@@ -68,6 +68,13 @@ __all__ = [
     "merge_backward",
     "graph_forward",
     "graph_backward",
+    "dropout_forward",
+    "dropout_backward",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "batchnorm_running_update",
+    "layernorm_forward",
+    "layernorm_backward",
 ]
 
 #: Elementwise activation kinds, in the order of ``nn_kind`` in nn.h.
@@ -593,6 +600,176 @@ def graph_backward(nodes, values, outputs, gouts, n_inputs):
             add(i, gx)
     zero = [np.zeros_like(values[i]) for i in range(n_inputs)]
     return [grad[i] if grad[i] is not None else zero[i] for i in range(n_inputs)], node_grads
+
+
+# ---------------------------------------------------------------------------
+# Dropout, BatchNorm, LayerNorm (torch's semantics)
+# ---------------------------------------------------------------------------
+
+def _keep_mask(keep, shape):
+    k = np.asarray(keep)
+    if k.shape != shape:
+        raise ValueError(f"keep: expected a mask of shape {shape}, got {k.shape}")
+    return k.astype(bool)
+
+
+def dropout_forward(x, keep, p, training=True):
+    """Inverted dropout with a given mask: ``y = x * keep / (1 - p)``
+    (p == 1: y = 0); eval (training=False) or p == 0: ``y = x``.
+
+    x: (N, F); keep: (N, F) of bools (True: kept)  ->  y (N, F) in x's dtype.
+    """
+    x = _float(x)
+    if not training or p == 0:
+        return x.copy()
+    k = _keep_mask(keep, x.shape)
+    scale = x.dtype.type(1.0 / (1.0 - p)) if p < 1 else x.dtype.type(0)
+    return np.where(k, x * scale, x.dtype.type(0))
+
+
+def dropout_backward(gy, keep, p, training=True):
+    """VJP of :func:`dropout_forward`, with the forward's mask:
+    ``gx = gy * keep / (1 - p)`` (eval: ``gx = gy``)."""
+    return dropout_forward(gy, keep, p, training)
+
+
+def _moments(x):
+    """Column mean and biased variance of x (N, F), in x's dtype."""
+    mu = x.mean(axis=0)
+    var = ((x - mu) ** 2).mean(axis=0)
+    return mu, var
+
+
+def _affine(xhat, gamma, beta):
+    """gamma xhat + beta per column (gamma None: xhat)."""
+    if gamma is None:
+        return xhat
+    dt = xhat.dtype
+    return xhat * _like(gamma, dt) + _like(beta, dt)
+
+
+def _norm_grads(gy, xhat, gamma):
+    """{"gamma": sum_n gy xhat, "beta": sum_n gy}, or {} without affine."""
+    if gamma is None:
+        return {}
+    return {"gamma": (gy * xhat).sum(axis=0), "beta": gy.sum(axis=0)}
+
+
+def _batch_stats(x, training, running_mean):
+    """Whether batch statistics are used (training, or no running ones)."""
+    use = training or running_mean is None
+    if use and x.shape[0] < 2:
+        raise ValueError(f"x: batch statistics need more than one row, got {x.shape[0]}")
+    return use
+
+
+def batchnorm_forward(x, gamma=None, beta=None, eps=1e-5, running_mean=None,
+                      running_var=None, training=True):
+    """torch's BatchNorm1d forward, x (N, F) -> y (N, F).
+
+    Training, or no running statistics (running_mean None): per column the
+    batch's mean and biased variance, ``xhat = (x - mean) / sqrt(var +
+    eps)``; eval: the running statistics instead. ``y = gamma xhat + beta``
+    (gamma None: no affine). Batch statistics need N > 1 (torch's rule).
+    The running statistics are not touched: see
+    :func:`batchnorm_running_update`.
+    """
+    x = _float(x)
+    _check_2d(x, "x")
+    dt = x.dtype
+    if _batch_stats(x, training, running_mean):
+        mu, var = _moments(x)
+    else:
+        mu, var = _like(running_mean, dt), _like(running_var, dt)
+    xhat = (x - mu) / np.sqrt(var + dt.type(eps))
+    return _affine(xhat, gamma, beta)
+
+
+def batchnorm_backward(gy, x, gamma=None, eps=1e-5, running_mean=None,
+                       running_var=None, training=True):
+    """VJP of :func:`batchnorm_forward` at x (same arguments).
+
+    With batch statistics the chain rule goes through the mean and the
+    variance, term by term (s = 1 / sqrt(var + eps))::
+
+        dxhat = gy gamma
+        dvar  = sum_n dxhat (x - mu) (-1/2) s^3
+        dmu   = -sum_n dxhat s + dvar sum_n (-2 (x - mu)) / N
+        dx    = dxhat s + dvar 2 (x - mu) / N + dmu / N
+
+    With running statistics: ``dx = dxhat / sqrt(running_var + eps)``.
+    Returns ``(gx (N, F), grads)``, grads ``{"gamma": sum_n gy xhat,
+    "beta": sum_n gy}`` (``{}`` when gamma is None).
+    """
+    x = _float(x)
+    _check_2d(x, "x")
+    dt = x.dtype
+    gy = _like(gy, dt)
+    N = dt.type(x.shape[0])
+    dxhat = gy * _like(gamma, dt) if gamma is not None else gy
+    if _batch_stats(x, training, running_mean):
+        mu, var = _moments(x)
+        s = dt.type(1) / np.sqrt(var + dt.type(eps))
+        xc = x - mu
+        dvar = (dxhat * xc).sum(axis=0) * dt.type(-0.5) * s ** 3
+        dmu = -(dxhat * s).sum(axis=0) + dvar * (dt.type(-2) * xc).sum(axis=0) / N
+        gx = dxhat * s + dvar * dt.type(2) * xc / N + dmu / N
+    else:
+        mu, var = _like(running_mean, dt), _like(running_var, dt)
+        s = dt.type(1) / np.sqrt(var + dt.type(eps))
+        gx = dxhat * s
+    return gx, _norm_grads(gy, (x - mu) * s, gamma)
+
+
+def batchnorm_running_update(running_mean, running_var, x, momentum=0.1,
+                             num_batches_tracked=0):
+    """torch's update of the running statistics by a training batch x
+    (N > 1): ``new = (1 - m) old + m batch``, the batch variance unbiased
+    (``var N / (N - 1)``); m = momentum or, momentum None, 1 / (batches
+    tracked + 1) (a cumulative average). Returns ``(running_mean,
+    running_var, num_batches_tracked + 1)``, new arrays in x's dtype."""
+    x = _float(x)
+    _check_2d(x, "x")
+    dt = x.dtype
+    N = x.shape[0]
+    if N < 2:
+        raise ValueError(f"x: the unbiased variance needs more than one row, got {N}")
+    mu, var = _moments(x)
+    count = num_batches_tracked + 1
+    m = dt.type(1.0 / count if momentum is None else momentum)
+    one = dt.type(1)
+    rm = (one - m) * _like(running_mean, dt) + m * mu
+    rv = (one - m) * _like(running_var, dt) + m * var * dt.type(N / (N - 1))
+    return rm, rv, count
+
+
+def layernorm_forward(x, gamma=None, beta=None, eps=1e-5):
+    """torch's LayerNorm over the features of each row, x (N, F) -> y:
+    ``xhat = (x - mean_row) / sqrt(var_row + eps)`` (biased variance),
+    ``y = gamma xhat + beta`` (gamma None: no affine)."""
+    x = _float(x)
+    _check_2d(x, "x")
+    mu, var = _moments(x.T)
+    xhat = ((x.T - mu) / np.sqrt(var + x.dtype.type(eps))).T
+    return _affine(xhat, gamma, beta)
+
+
+def layernorm_backward(gy, x, gamma=None, eps=1e-5):
+    """VJP of :func:`layernorm_forward`: BatchNorm's batch-statistics VJP
+    on the transpose (a row's F features play the batch's N rows), with
+    ``dxhat = gy gamma``. Returns ``(gx (N, F), grads)`` as
+    :func:`batchnorm_backward`."""
+    x = _float(x)
+    _check_2d(x, "x")
+    dt = x.dtype
+    gy = _like(gy, dt)
+    dxhat = gy * _like(gamma, dt) if gamma is not None else gy
+    if x.shape[1] < 2:   # one feature: xhat = 0 whatever x, so dx = 0
+        return np.zeros_like(x), _norm_grads(gy, np.zeros_like(x), gamma)
+    gxT, _ = batchnorm_backward(dxhat.T, x.T, None, eps, training=True)
+    mu, var = _moments(x.T)
+    xhat = ((x.T - mu) / np.sqrt(var + dt.type(eps))).T
+    return gxT.T, _norm_grads(gy, xhat, gamma)
 
 
 # ---------------------------------------------------------------------------

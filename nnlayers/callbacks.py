@@ -157,12 +157,21 @@ class EarlyStopping(Callback):
 def _atomic_save(model, path, optimizer):
     """Save to a temporary file in the same folder, then rename it onto
     `path`: a crash while writing leaves the old file (or none), never a
-    broken one."""
+    broken one. In a distributed fit, the root rank writes, then every
+    rank waits for it."""
+    from .distributed import root_only
+
+    root_only(model, lambda: _atomic_write(model, path, optimizer))
+
+
+def _atomic_write(model, path, optimizer):
     folder = os.path.dirname(os.path.abspath(path)) or "."
     fd, tmp = tempfile.mkstemp(prefix=".nnlayers-", suffix=".npz.tmp", dir=folder)
     os.close(fd)
     try:
-        model.save(tmp, optimizer=optimizer)
+        from .io import save
+
+        save(model, tmp, optimizer=optimizer)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

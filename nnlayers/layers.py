@@ -765,7 +765,8 @@ class BatchNorm(Layer):
                  track_running_stats=True, dtype=np.float32, name=None):
         features = _check_features(features, "BatchNorm")
         eps = _check_eps(eps, "BatchNorm")
-        if momentum is not None and (isinstance(momentum, bool) or
+        if momentum is not None and (not isinstance(momentum, (int, float, np.floating)) or
+                                     isinstance(momentum, bool) or
                                      not 0.0 <= float(momentum) <= 1.0):
             raise ValueError(f"BatchNorm: momentum must be in [0, 1] or None, got {momentum!r}")
         self._momentum = momentum

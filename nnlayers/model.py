@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _core
 from .layers import Layer, ParamDict, SymbolicTensor, _auto_name, _call_symbolic, _check_name
-from .layers import _symbolic_inputs
+from .layers import BatchNorm, _symbolic_inputs
 from .losses import Loss, SoftmaxCrossEntropy, loss_from_name
 from .optim import SGD
 
@@ -47,6 +47,78 @@ class History:
     def __repr__(self):
         last = {k: round(v[-1], 6) for k, v in self.history.items() if v}
         return f"History(epochs={len(self.epoch)}, last={last})"
+
+    def plot(self, metrics=None):
+        """Draw each metric's curve per epoch, train and (when recorded)
+        validation ("val_<name>") on one axes, one axes per metric, with
+        matplotlib; returns the ``Figure``.
+
+        metrics : None (every recorded metric: "loss", "accuracy", ...), a
+            name, or a list of names from ``history``.
+        """
+        names = self._plot_names(metrics)
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise ImportError("History.plot needs matplotlib: pip install matplotlib "
+                              "(or \"nnlayers[notebook]\")") from None
+        fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5),
+                                 squeeze=False)
+        x = np.array(self.epoch) + 1   # epochs counted from 1, as fit prints them
+        for ax, name in zip(axes[0], names):
+            ax.plot(x, self.history[name], marker=".", label="validation"
+                    if name.startswith("val_") else "train")
+            if "val_" + name in self.history:
+                ax.plot(x, self.history["val_" + name], marker=".", label="validation")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(name)
+            ax.legend()
+        fig.tight_layout()
+        return fig
+
+    def _plot_names(self, metrics):
+        """The names plot draws, checked."""
+        if not self.epoch:
+            raise ValueError("History.plot: nothing to plot, fit recorded no epoch")
+        if metrics is None:
+            return [k for k in self.history if not k.startswith("val_")] or list(self.history)
+        names = [metrics] if isinstance(metrics, str) else list(metrics)
+        for name in names:
+            if not isinstance(name, str):
+                raise TypeError(f"History.plot: metrics must be names (str), got "
+                                f"{type(name).__name__}")
+            if name not in self.history:
+                raise ValueError(f"History.plot: no metric {name!r} was recorded; "
+                                 f"recorded: {sorted(self.history)}")
+        if not names:
+            raise ValueError("History.plot: metrics is empty; give None for every metric")
+        return names
+
+
+def _in_jupyter_kernel():
+    """True inside a Jupyter kernel (IPython already imported there)."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if hasattr(ipython, "get_ipython") else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def _progress_bar(**kwargs):
+    """fit's progress bar: tqdm's widget bar in a Jupyter kernel that has
+    ipywidgets (the ``notebook`` extra), else its text bar. Not tqdm.auto:
+    without ipywidgets it warns "IProgress not found" before falling back."""
+    from tqdm.std import tqdm as text_bar
+
+    if _in_jupyter_kernel():
+        try:
+            import ipywidgets  # noqa: F401
+            from tqdm.notebook import tqdm as widget_bar
+
+            return widget_bar(**kwargs)
+        except ImportError:   # no (or too old) ipywidgets: the text bar
+            pass
+    return text_bar(**kwargs)
 
 
 def _check_epochs(epochs, initial_epoch):
@@ -142,6 +214,22 @@ def _row_weights(sample_weight, class_weight, ys, n, dtype, multi_out):
     return _core.check_weights(w, dtype, n, "sample_weight")
 
 
+def _check_batch_statistics(model, n, batch_size):
+    """Before fit's first update: a BatchNorm trains on batch statistics,
+    which need more than one row, so no minibatch may have a single row
+    (else fit would stop part-way, at the last batch of an epoch)."""
+    last = n - (n - 1) // batch_size * batch_size
+    if n == 0 or min(batch_size, last) > 1:
+        return
+    bn = next((layer for layer in model._flat_layers if isinstance(layer, BatchNorm)), None)
+    if bn is not None:
+        raise ValueError(
+            f"batch_size={batch_size} over {n} training rows gives a batch of 1 row, but "
+            f"layer {bn.name!r} (BatchNorm) trains on batch statistics, which need more "
+            f"than one row: choose a batch_size of 2 or more for which rows % batch_size "
+            f"!= 1, or drop a row")
+
+
 def _per_step(schedule):
     return schedule is not None and schedule.interval == "step"
 
@@ -159,9 +247,10 @@ def _step_plan(schedule, n_batches):
     return names, np.concatenate([now[None], later[:-1]])
 
 
-def _check_schedule(schedule, optimizer, epochs, n_batches):
+def _check_schedule(schedule, optimizer, epochs=None, n_batches=None):
     """Everything that would stop the schedule during fit, checked before
-    the first update: its optimizer, who steps it, and its end."""
+    the first update: its optimizer, who steps it, and (given the epochs
+    and the batches per epoch) its end."""
     if not hasattr(schedule, "_peek") or not hasattr(schedule, "interval"):
         raise TypeError(f"schedule must be an nnlayers.schedules schedule, got "
                         f"{type(schedule).__name__}")
@@ -171,6 +260,8 @@ def _check_schedule(schedule, optimizer, epochs, n_batches):
     if getattr(schedule, "_driven_by", None) is not None:
         raise ValueError(f"schedule is the after= of {schedule._driven_by}, which steps it: "
                          f"pass that schedule to fit")
+    if epochs is None:
+        return
     steps = epochs * (n_batches if _per_step(schedule) else 1)
     schedule._check_reach(schedule.last_epoch + steps, f"fit ({epochs} epochs of "
                           f"{n_batches} batches)")
@@ -711,11 +802,17 @@ class Model(_core.Model):
         return from_config(config, custom_objects)
 
     # ---- running
-    def predict(self, X, batch_size=None):
+    def predict(self, X, batch_size=None, comm=None, shard=None):
         """The model's output for X (n, in) (a list of arrays for several
         inputs; a list of outputs for several), computed in batches of
         ``batch_size`` rows (default: all at once). Several threads may
-        predict with one model at once."""
+        predict with one model at once. With ``comm`` (nl.distributed),
+        each rank predicts its rows (``shard="auto"``: its block of X) and
+        every rank gets all rows' outputs, in rank order."""
+        if comm is not None:
+            from . import distributed
+
+            return distributed.predict(self, X, comm, shard=shard, batch_size=batch_size)
         if batch_size is None:
             return self._predict(X)
         batch_size = _check_positive_int(batch_size, "batch_size")
@@ -772,23 +869,38 @@ class Model(_core.Model):
                              f"got {len(weights)}")
         return weights
 
-    def evaluate(self, X, y, loss=None, batch_size=None, loss_weights=None, metrics=None):
+    def evaluate(self, X, y, loss=None, batch_size=None, loss_weights=None, metrics=None,
+                 comm=None, shard=None):
         """Loss (batch-averaged over all of X) and, for classification, the
         accuracy: ``{"loss": float, "accuracy": float}``, plus any
         ``metrics`` asked for (names or callables, see ``nl.metrics``). A
         model of several outputs also reports each output's "<name>_loss"
         (and "<name>_accuracy", "<name>_<metric>"); "loss" is then the
-        weighted sum."""
+        weighted sum. With ``comm`` (nl.distributed), each rank passes its
+        rows (or the full arrays with ``shard="auto"``) and every rank gets
+        the result over all ranks' rows."""
+        if comm is not None:
+            from . import distributed
+
+            return distributed.evaluate(self, X, y, comm, shard=shard, loss=loss,
+                                        batch_size=batch_size, loss_weights=loss_weights,
+                                        metrics=metrics)
+        losses = self._losses(loss)
+        self._check_data(X, y, losses if self._multi_out else losses[0], "X", "y")
+        preds = self.predict(X, batch_size=batch_size)
+        preds = preds if self._multi_out else [preds]
+        return self._evaluate_predictions(preds, self._targets_list(y), loss=loss,
+                                          loss_weights=loss_weights, metrics=metrics)
+
+    def _evaluate_predictions(self, preds, ys, loss=None, loss_weights=None, metrics=None):
+        """evaluate's result from the predictions and targets (lists, one
+        per output)."""
         from .metrics import resolve_metrics, value
 
         losses = self._losses(loss)
         weights = self._loss_weights(loss_weights)
         metric_list = metrics if isinstance(metrics, list) and all(
             hasattr(m, "fn") for m in metrics) else resolve_metrics(metrics)
-        self._check_data(X, y, losses if self._multi_out else losses[0], "X", "y")
-        preds = self.predict(X, batch_size=batch_size)
-        preds = preds if self._multi_out else [preds]
-        ys = self._targets_list(y)
         out, total = {}, 0.0
         for j, (p, t, lf) in enumerate(zip(preds, ys, losses)):
             prefix = f"{self._output_names[j]}_" if self._multi_out else ""
@@ -817,7 +929,7 @@ class Model(_core.Model):
     def fit(self, X, y, loss=None, optimizer=None, epochs=1, batch_size=32, shuffle=True,
             seed=None, validation_data=None, verbose=1, loss_weights=None, callbacks=None,
             validation_split=0.0, sample_weight=None, class_weight=None, initial_epoch=0,
-            metrics=None, schedule=None):
+            metrics=None, schedule=None, comm=None, shard=None):
         """Train with minibatches; returns a :class:`History`.
 
         Each epoch's loop over minibatches runs in C with the GIL released;
@@ -863,7 +975,23 @@ class Model(_core.Model):
         verbose : 0 silent, 1 a progress bar per epoch, 2 one line per epoch
         loss_weights : one weight per output (a list, or a dict by output
             name); the loss minimised is the weighted sum, as in Keras
+        comm : data-parallel training over MPI (``nl.distributed.init()``):
+            each rank trains on its rows (``shard="auto"``: its block of
+            X), batch_size rows per rank per step, the gradients averaged
+            over all ranks' rows; see docs/distributed.md
         """
+        if comm is not None:
+            from . import distributed
+
+            return distributed.fit(
+                self, X, y, comm, shard=shard, loss=loss, optimizer=optimizer,
+                epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                validation_data=validation_data, verbose=verbose, loss_weights=loss_weights,
+                callbacks=callbacks, validation_split=validation_split,
+                sample_weight=sample_weight, class_weight=class_weight,
+                initial_epoch=initial_epoch, metrics=metrics, schedule=schedule)
+        if shard is not None:
+            raise ValueError("shard= needs comm= (nl.distributed.init())")
         from . import callbacks as cbm
         from .metrics import c_metrics, resolve_metrics
 
@@ -901,6 +1029,8 @@ class Model(_core.Model):
         w = _row_weights(sample_weight, class_weight, ys, n, self.dtype, self._multi_out)
         if n == 0 and epochs > initial_epoch:
             raise ValueError("X has no rows: fit needs at least one sample")
+        if epochs > initial_epoch:
+            _check_batch_statistics(self, n, batch_size)
         loss_arg = losses if self._multi_out else losses[0]
         X_arg, y_arg = (xs if self._multi_in else xs[0]), (ys if self._multi_out else ys[0])
         if val is not None:   # checked now, not after the first epoch's updates
@@ -989,10 +1119,8 @@ class Model(_core.Model):
     def _progress(self, verbose, epoch, epochs, n, classify):
         if verbose != 1:
             return None, None
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n, desc=f"Epoch {epoch + 1}/{epochs}", unit="sample",
-                   unit_scale=True, leave=True)
+        bar = _progress_bar(total=n, desc=f"Epoch {epoch + 1}/{epochs}", unit="sample",
+                            unit_scale=True, leave=True)
 
         def progress(batch, n_batches, loss_sum, correct, seen):
             bar.update(seen - bar.n)
@@ -1005,14 +1133,43 @@ class Model(_core.Model):
         return bar, progress
 
     # ---- persistence
-    def save(self, path, optimizer=None):
+    def save(self, path, optimizer=None, comm=None):
         """Save the graph (JSON) and the parameters to an ``.npz`` file;
         with ``optimizer`` (e.g. ``model.optimizer`` after fit), its
         hyperparameters and state too: ``nl.load`` then gives back both
-        (as ``model.optimizer``) and training resumes exactly."""
+        (as ``model.optimizer``) and training resumes exactly. With
+        ``comm`` (or inside a distributed fit), rank 0 writes and every
+        rank waits for it."""
+        from .distributed import root_only
         from .io import save
 
-        save(self, path, optimizer=optimizer)
+        root_only(self, lambda: save(self, path, optimizer=optimizer), comm)
+
+    # ---- PyTorch weight exchange (nnlayers/torch_io.py)
+    def state_dict(self, tensors=False):
+        """Copies of every parameter and buffer in torch's names and layout
+        (an OrderedDict): ``N.weight`` (out, in) and ``N.bias`` of a Linear,
+        BatchNorm's ``running_mean``, ``running_var`` and
+        ``num_batches_tracked``, ... NumPy arrays, or torch tensors with
+        ``tensors=True``. A torch module of the same structure takes it."""
+        from .torch_io import state_dict
+
+        return state_dict(self, tensors)
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy a state dict in torch's names and layout (NumPy arrays or
+        torch tensors) into the model; everything is checked before
+        anything is written. Returns (missing_keys, unexpected_keys)."""
+        from .torch_io import load_state_dict
+
+        return load_state_dict(self, state_dict, strict)
+
+    def to_torch(self):
+        """An equal ``torch.nn.Sequential`` (a chain only); see
+        ``nnlayers.torch_io.to_torch``."""
+        from .torch_io import to_torch
+
+        return to_torch(self)
 
     def __reduce__(self):
         from .io import _rebuild, python_classes, to_archive

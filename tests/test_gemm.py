@@ -14,17 +14,17 @@ from nnlayers import _core
 
 DTYPES = [np.float32, np.float64]
 # (M, N, K): single row, single column, both, K = 1, small, and one above
-# OpenBLAS's single-thread limit (2^19 multiply-adds). N a multiple of 8
-# (with B not transposed) reaches the AVX2 kernel of gemm_small.c in
-# float32: whole 16-column panels, an 8-column one, rows left over after
-# blocks of 4, K = 1, and the largest size it takes (2^16)
+# OpenBLAS's single-thread limit (2^19 multiply-adds). Up to 2^16
+# multiply-adds, float32 products reach the kernels of gemm_small.c
+# (AVX-512 or AVX2): whole two-vector panels, one vector left, a masked
+# partial vector (N not a multiple of 8 or 16) alone or after a whole one,
+# rows left over after blocks of 4, K = 1, and the largest size (2^16)
 SHAPES = [(1, 7, 5), (6, 1, 5), (1, 1, 9), (4, 3, 1), (1, 300, 200), (300, 1, 200),
           (5, 6, 7), (32, 32, 64), (80, 70, 120),
           (3, 8, 1), (5, 16, 7), (9, 24, 33), (7, 40, 2), (64, 32, 32), (8, 8, 8),
+          (32, 10, 32), (8, 3, 5), (16, 7, 40), (6, 20, 9), (5, 45, 3), (2, 2, 2),
           # and with B transposed (copied back) when C has >= 16 rows
-          (16, 16, 16), (20, 32, 10), (33, 8, 50),
-          # A^T B with N not a multiple of 8 but M one: computed transposed
-          (32, 10, 32), (8, 3, 5), (16, 7, 40)]
+          (16, 16, 16), (20, 32, 10), (33, 8, 50), (17, 10, 12), (16, 50, 20)]
 PAD = 3   # extra columns: lda, ldb, ldc wider than the operands
 
 
@@ -122,3 +122,78 @@ def test_batch_of_one_and_single_output(dtype, out_features):
         np.testing.assert_allclose(gx, g64 @ W.T, rtol=t, atol=t)
         np.testing.assert_allclose(lin.grads["W"], x64.T @ g64, rtol=t, atol=t)
         np.testing.assert_allclose(lin.grads["b"], g64.sum(0), rtol=t, atol=t)
+
+
+# The small products are computed by an AVX-512 kernel or an AVX2 one,
+# chosen by cpuid (capped by the test hook _core._simd); "none" sends them
+# to OpenBLAS. Every element is the same chain of roundings on both sets.
+SIMD_SETS = [name for name in ("avx512", "avx2")
+             if _core._simd(name) == name]
+_core._simd("avx512")   # back to the CPU's best
+
+
+def gemm_under(cap, A, B, C, *args):
+    C = C.copy()
+    old = _core._simd()
+    try:
+        _core._simd(cap)
+        _core._gemm(A, B, C, *args)
+    finally:
+        _core._simd(old)
+    return C
+
+
+@pytest.mark.skipif(len(SIMD_SETS) < 2, reason="this CPU has no AVX-512: one set only")
+@pytest.mark.parametrize("M,N,K", SHAPES)
+@pytest.mark.parametrize("ta,tb", list(itertools.product([False, True], repeat=2)))
+@pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (-0.5, 1.0), (2.0, 0.25)])
+def test_small_kernels_bitwise_equal_across_sets(M, N, K, ta, tb, alpha, beta):
+    rng = np.random.default_rng(M * 1000 + N * 10 + K)
+    A, B, C, _, _ = operands(M, N, K, ta, tb, np.float32, rng)
+    args = (ta, tb, M, N, K, alpha, beta)
+    np.testing.assert_array_equal(gemm_under("avx512", A, B, C, *args),
+                                  gemm_under("avx2", A, B, C, *args))
+
+
+@pytest.mark.parametrize("cap", SIMD_SETS + ["none"])
+@pytest.mark.parametrize("M,N,K", SHAPES)
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True)])
+def test_every_set_matches_float64_product(cap, M, N, K, ta, tb):
+    """Each set (and OpenBLAS alone) against the float64 product."""
+    rng = np.random.default_rng(M + N + K)
+    A, B, C, opA, opB = operands(M, N, K, ta, tb, np.float32, rng)
+    C[:, :N] = np.nan
+    got = gemm_under(cap, A, B, C, ta, tb, M, N, K, 1.5, 0.0)
+    want = 1.5 * (opA @ opB)
+    t = tol(np.float32, K)
+    np.testing.assert_allclose(got[:, :N], want, rtol=t, atol=t * max(1.0, np.abs(want).max()))
+    np.testing.assert_array_equal(got[:, N:], C[:, N:])
+
+
+def test_simd_hook_names_its_argument():
+    with pytest.raises(ValueError, match="cap must be"):
+        _core._simd("sse")
+
+
+@pytest.mark.skipif(len(SIMD_SETS) < 2, reason="this CPU has no AVX-512: one set only")
+def test_training_bitwise_equal_across_sets():
+    """A small float32 network (whose products all take the small kernels,
+    10-wide masked ones included) trains to the same bits on both sets."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((32, 64)).astype(np.float32)
+    y = rng.integers(0, 10, 32)
+    weights = {}
+    for cap in SIMD_SETS:
+        model = nl.Sequential(nl.Linear(64, 32, seed=1), nl.ReLU(), nl.Linear(32, 10, seed=2))
+        opt = nl.SGD(model, lr=0.1, momentum=0.9)
+        old = _core._simd()
+        try:
+            _core._simd(cap)
+            for _ in range(5):
+                model.train_step(X, y, nl.SoftmaxCrossEntropy(), opt)
+        finally:
+            _core._simd(old)
+        weights[cap] = [np.array(p) for layer in (model[0], model[2])
+                        for p in layer.params.values()]
+    for a, b in zip(weights["avx512"], weights["avx2"]):
+        np.testing.assert_array_equal(a, b)

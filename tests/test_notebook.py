@@ -86,3 +86,35 @@ def test_quickstart_notebook_executes(monkeypatch, tmp_path):
                    if cell.cell_type == "code" for out in cell.outputs)
     assert "Epoch 30/30" in text
     assert "GradcheckResult(ok=True" in text
+    html = [out["data"]["text/html"] for cell in nb.cells[:n_cells] if cell.cell_type == "code"
+            for out in cell.outputs if "text/html" in out.get("data", {})]
+    assert any("Total params" in h for h in html), "the model's HTML view is not shown"
+
+
+@pytest.mark.parametrize("widgets", [False, True], ids=["no_ipywidgets", "ipywidgets"])
+def test_fit_progress_in_a_kernel(widgets, monkeypatch, tmp_path):
+    """fit(verbose=1) in Jupyter: a widget bar with ipywidgets, else the
+    text bar, and never tqdm's "IProgress not found" warning."""
+    if widgets:
+        pytest.importorskip("ipywidgets")
+    _kernel_env(monkeypatch, tmp_path)
+    hide = "" if widgets else "sys.modules['ipywidgets'] = None  # a kernel without it\n"
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_code_cell(
+        "import sys\n" + hide + "import warnings\nwarnings.simplefilter('always')\n"
+        "import numpy as np, nnlayers as nl\n"
+        "m = nl.Sequential(nl.Linear(2, 2))\n"
+        "h = m.fit(np.zeros((8, 2), np.float32), np.zeros(8, np.int64), epochs=2, "
+        "batch_size=4, verbose=1)"))
+    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=120)
+    client.execute()
+    outputs = nb.cells[0].outputs
+    text = "".join(out.get("text", "") for out in outputs)
+    assert "IProgress" not in text and "Warning" not in text, text
+    assert not [out for out in outputs if out.output_type == "error"]
+    widget_views = [out for out in outputs
+                    if "application/vnd.jupyter.widget-view+json" in out.get("data", {})]
+    if widgets:
+        assert len(widget_views) == 2, outputs   # one bar per epoch
+    else:
+        assert not widget_views and "Epoch 2/2" in text and "8.00/8.00" in text, text

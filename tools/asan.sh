@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the test suite against an AddressSanitizer build of nnlayers' C code.
 #
-#   bash tools/asan.sh [pytest args...]
+#   bash tools/asan.sh [test files or folders] [pytest args...]
 #
 # Builds the extension with -fsanitize=address (through NNLAYERS_EXTRA_CFLAGS)
 # into a throwaway virtual environment ($ASAN_VENV, default
@@ -47,13 +47,27 @@ and not test_error_path_does_not_leak and not test_leak_detectors_see_a_real_lea
 and not test_err_linear_size_too_big_for_memory and not test_err_int_max_rows_fit"
 
 LIBASAN="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libstdc++.so)"
+# Test files or folders among the arguments (relative to where this was
+# started) replace the whole tests/ folder; they are made absolute before
+# the run moves to an empty folder.
+TARGETS=("$REPO/tests")
+ARGS=()
+for a in "$@"; do
+    p="${a%%::*}"
+    if [[ "$a" != -* && -e "$p" ]]; then
+        [ "${TARGETS[0]}" = "$REPO/tests" ] && TARGETS=()
+        TARGETS+=("$(cd "$(dirname "$p")" && pwd)/$(basename "$p")${a#"$p"}")
+    else
+        ARGS+=("$a")
+    fi
+done
 cd "$(mktemp -d)"
 set +e
 LD_PRELOAD="$LIBASAN" \
 ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:allocator_may_return_null=1" \
 PYTHONMALLOC=malloc \
-    python -m pytest "$REPO/tests" -q -p no:cacheprovider \
-        -k "$ASAN_DESELECT" "$@"
+    python -m pytest "${TARGETS[@]}" -q -p no:cacheprovider \
+        -k "$ASAN_DESELECT" "${ARGS[@]}"
 status=$?
 set -e
 if [ $status -eq 0 ]; then

@@ -24,7 +24,9 @@ const char *nn_status_str(nn_status s)
     case NN_ERR_GRAPH: return "the graph cannot run";
     case NN_ERR_EXTERNAL: return "a layer's own code failed";
     case NN_ERR_BATCH:
-        return "batch statistics need more than one row per batch";
+        return "batch statistics (BatchNorm in training mode) need more "
+               "than one row per batch: give batches of 2 rows or more, or "
+               "use eval mode (model.eval()) for the running statistics";
     }
     return "unknown status";
 }

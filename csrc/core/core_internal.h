@@ -180,7 +180,14 @@ nn_status nn_graph_fit_epoch_impl_##sfx(                                     \
     nn_graph *g, nn_ws *ws, nn_run *run, nn_optim *opt,                      \
     const nn_optmap *map, const nn_hooks *hooks, const void *const *X,       \
     size_t n, const nn_targets *tg, const int64_t *order, size_t batch,      \
-    nn_progress_fn progress, void *ctx, nn_epoch_result *res);
+    nn_progress_fn progress, void *ctx, nn_epoch_result *res);            \
+nn_status nn_graph_grad_step_impl_##sfx(                                     \
+    nn_graph *g, nn_ws *ws, const nn_run *run, nn_optim *opt,                \
+    const nn_optmap *map, const nn_hooks *hooks, const void *const *x,       \
+    size_t N, size_t divisor, const nn_targets *tg, nn_step_result *res);    \
+nn_status nn_graph_apply_step_impl_##sfx(                                    \
+    nn_graph *g, nn_ws *ws, const nn_run *run, nn_optim *opt,                \
+    const nn_optmap *map, size_t N);
 NN_DECLARE_RUN(f32)
 NN_DECLARE_RUN(f64)
 

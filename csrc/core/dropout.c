@@ -52,11 +52,14 @@ static void FN(dropout_rows)(real *out, const real *in, const nn_node_io *io,
         uint64_t row = (uint64_t)(io->row_base + io->row0 + r);
         const real *x = in + r * F;
         real *y = out + r * F;
-        for (c = 0; c < F; c++) {
+        for (c = 0; c < F; c += 2) {   /* one word: columns c, c + 1 */
             uint64_t bits = nn_dropout_bits(key, row, c >> 1);
-            uint64_t u = (c & 1) ? bits >> 32 : bits & 0xFFFFFFFFu;
-            real v = u >= below ? x[c] * scale : (real)0;
+            real v = (bits & 0xFFFFFFFFu) >= below ? x[c] * scale : (real)0;
             y[c] = acc ? y[c] + v : v;
+            if (c + 1 < F) {
+                v = (bits >> 32) >= below ? x[c + 1] * scale : (real)0;
+                y[c + 1] = acc ? y[c + 1] + v : v;
+            }
         }
     }
 }

@@ -795,6 +795,39 @@ nn_status nn_graph_train_step(nn_graph *g, nn_ws *ws, const nn_run *run,
                                         tg, res);
 }
 
+nn_status nn_graph_grad_step(nn_graph *g, nn_ws *ws, const nn_run *run,
+                             nn_optim *opt, const nn_optmap *map,
+                             const nn_hooks *hooks, const void *const *x,
+                             size_t N, size_t divisor, const nn_targets *tg,
+                             nn_step_result *res)
+{
+    nn_status st = ready_to_run(g);
+    if (st == NN_OK && (N == 0 || divisor < N))
+        st = NN_ERR_SHAPE;
+    if (st == NN_OK)
+        st = nn_ws_reserve(g, ws, N, 1);
+    if (st != NN_OK)
+        return st;
+    if (g->dtype == NN_F32)
+        return nn_graph_grad_step_impl_f32(g, ws, run, opt, map, hooks, x, N,
+                                           divisor, tg, res);
+    return nn_graph_grad_step_impl_f64(g, ws, run, opt, map, hooks, x, N,
+                                       divisor, tg, res);
+}
+
+nn_status nn_graph_apply_step(nn_graph *g, nn_ws *ws, const nn_run *run,
+                              nn_optim *opt, const nn_optmap *map, size_t N)
+{
+    nn_status st = ready_to_run(g);
+    if (st == NN_OK && N > 0 && ws->rows != N)
+        st = NN_ERR_ARG;   /* not the batch of the last grad_step */
+    if (st != NN_OK)
+        return st;
+    if (g->dtype == NN_F32)
+        return nn_graph_apply_step_impl_f32(g, ws, run, opt, map, N);
+    return nn_graph_apply_step_impl_f64(g, ws, run, opt, map, N);
+}
+
 nn_status nn_graph_fit_epoch(nn_graph *g, nn_ws *ws, nn_run *run,
                              nn_optim *opt, const nn_optmap *map,
                              const nn_hooks *hooks, const void *const *X,

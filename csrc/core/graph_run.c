@@ -294,17 +294,24 @@ nn_status FN(nn_pg_colsum)(nn_pg *pg, size_t k, const real *G, size_t K)
     return FN(pg_done)(pg, s, u, c0, c1);
 }
 
-/* out[c] (+)= sum_n A[n, c] B[n, c], c in [c0, c1) */
+/* out[c] (+)= sum_n A[n, c] B[n, c], c in [c0, c1): blocks of 16
+ * columns read row by row (contiguous, 16 independent sums), each
+ * column still summed over n in order */
 static void FN(column_sums_prod)(real *out, const real *A, const real *B,
                                  size_t K, size_t C, size_t c0, size_t c1,
                                  int add)
 {
-    size_t n, c;
-    for (c = c0; c < c1; c++) {
-        double acc = 0;
-        for (n = 0; n < K; n++)
-            acc += (double)A[n * C + c] * (double)B[n * C + c];
-        out[c] = add ? out[c] + (real)acc : (real)acc;
+    size_t n, c, j;
+    for (c = c0; c < c1; c += 16) {
+        size_t nb = c1 - c < 16 ? c1 - c : 16;
+        double acc[16] = {0};
+        for (n = 0; n < K; n++) {
+            const real *a = A + n * C + c, *b = B + n * C + c;
+            for (j = 0; j < nb; j++)
+                acc[j] += (double)a[j] * (double)b[j];
+        }
+        for (j = 0; j < nb; j++)
+            out[c + j] = add ? out[c + j] + (real)acc[j] : (real)acc[j];
     }
 }
 
@@ -692,6 +699,74 @@ nn_status FN(nn_graph_train_step_impl)(nn_graph *g, nn_ws *ws,
                             (size_t)parts);
     nn_step_end(parts);
     return st;
+}
+
+/* ---- a step cut in two (data-parallel training) ---- */
+
+/* A training step's forward, losses and backward, every gradient the
+ * optimizer holds written and nothing updated (the deferred path): the
+ * loss gradients are divided by `divisor`, the rows of the step over
+ * every process, so that the processes' gradients sum to the gradient of
+ * their stacked batch. The caller exchanges them, then applies the
+ * update with apply_step. The GIL-free hooks->ready sees each segment
+ * complete, as in a deferred step. */
+nn_status FN(nn_graph_grad_step_impl)(nn_graph *g, nn_ws *ws,
+                                      const nn_run *run, nn_optim *opt,
+                                      const nn_optmap *map,
+                                      const nn_hooks *hooks,
+                                      const void *const *x, size_t N,
+                                      size_t divisor, const nn_targets *tg,
+                                      nn_step_result *res)
+{
+    nn_hooks h;
+    nn_pg pg;
+    size_t k;
+    nn_status st;
+    if (hooks)
+        h = *hooks;
+    else
+        memset(&h, 0, sizeof h);
+    h.deferred = 1;
+    h.before_update = NULL;
+    nn_ws_bind(g, ws, x, N);
+    ws->fwd = *run;
+    ws->fwd.training = 1;
+    ws->has_forward = 0;   /* the gradients here are scratch */
+    st = FN(forward_rows)(g, ws, run, 0, N, N);
+    if (st == NN_OK)
+        st = FN(losses_rows)(g, ws, tg, 0, N, divisor, res->loss_sum,
+                             res->correct,
+                             tg->metrics ? res->metric_sum : NULL);
+    if (st != NN_OK)
+        return st;
+    res->loss = FN(total_loss)(g, tg, res->loss_sum, N);
+    if (!isfinite(res->loss))
+        return NN_ERR_NONFINITE;   /* no gradient written */
+    nn_pg_init(&pg, NN_PG_TRAIN, g, opt, map, &h, 0, 1);
+    for (k = g->n_nodes; k-- > 0 && st == NN_OK;)
+        if (g->train.run_bwd[k])
+            st = FN(node_backward)(g, ws, run, &g->train, k, 0, N, N,
+                                   FN(has_param_grads)(g, k) ? &pg : NULL);
+    return st;
+}
+
+/* The update of that step, from the gradients as they are now: the state
+ * its forward measured (when it had N > 0 rows), then each segment held
+ * once, clipped by global norm when the optimizer does. */
+nn_status FN(nn_graph_apply_step_impl)(nn_graph *g, nn_ws *ws,
+                                       const nn_run *run, nn_optim *opt,
+                                       const nn_optmap *map, size_t N)
+{
+    nn_hooks h;
+    nn_status st = NN_OK;
+    memset(&h, 0, sizeof h);
+    h.deferred = 1;
+    if (N > 0)
+        st = FN(commit_all)(g, ws, run, N);
+    if (st != NN_OK)
+        return st;
+    opt->steps++;
+    return FN(deferred_updates)(g, opt, map, &h, 0);
 }
 
 /* ---- forward and backward alone ---- */

@@ -97,6 +97,14 @@ const char *nn_blas_config(void);
 /* 1: route every matrix product through the naive reference GEMM
  * (for cross-checks); 0: OpenBLAS (default). Returns the old value. */
 int nn_use_reference_gemm(int on);
+/* Vector instruction sets of the small-product kernels (gemm_small.c),
+ * ordered: a level uses its own set. */
+enum { NN_SIMD_NONE = 0, NN_SIMD_AVX2 = 1, NN_SIMD_AVX512 = 2 };
+/* The set in use: the CPU's best (cpuid), at most the cap. */
+int nn_simd_level(void);
+/* Caps the set (NN_SIMD_*; a test hook that runs the AVX2 path, or
+ * OpenBLAS alone, on an AVX-512 machine). Returns the old cap. */
+int nn_simd_cap(int cap);
 /* Batch splitting of training steps (graph_run.c): -1 by size (default),
  * 0 never, 1 whenever there are threads. Returns the old mode. */
 int nn_set_split_mode(int mode);
@@ -885,6 +893,27 @@ nn_status nn_graph_train_step(nn_graph *g, nn_ws *ws, const nn_run *run,
                               const nn_hooks *hooks, const void *const *x,
                               size_t N, const nn_targets *tg,
                               nn_step_result *res);
+
+/*
+ * A training step cut in two around an exchange of gradients between
+ * processes (data-parallel training, nnlayers.distributed).
+ * nn_graph_grad_step: forward (training), the losses, backward; every
+ * gradient the optimizer holds is written (overwritten) and nothing is
+ * updated. The loss gradients are divided by `divisor` (the rows of the
+ * step over all processes) instead of N; run->row0 is the first row's
+ * place in that global batch (Dropout's masks). hooks->ready, when set,
+ * sees each segment complete. NN_ERR_NONFINITE: a loss is not finite.
+ * nn_graph_apply_step: then the update from the gradients as they are:
+ * the forward's state committed (N: its rows; 0: none ran), clipping,
+ * each segment the step holds updated once, opt->steps advanced.
+ */
+nn_status nn_graph_grad_step(nn_graph *g, nn_ws *ws, const nn_run *run,
+                             nn_optim *opt, const nn_optmap *map,
+                             const nn_hooks *hooks, const void *const *x,
+                             size_t N, size_t divisor, const nn_targets *tg,
+                             nn_step_result *res);
+nn_status nn_graph_apply_step(nn_graph *g, nn_ws *ws, const nn_run *run,
+                              nn_optim *opt, const nn_optmap *map, size_t N);
 
 /* Called by nn_graph_fit_epoch after every batch. Returns nonzero to stop
  * the epoch (Ctrl-C, a callback). */

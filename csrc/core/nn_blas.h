@@ -79,7 +79,7 @@ static inline int nn_blas_fits(size_t M, size_t N, size_t K, size_t lda,
 #define NN_SMALL_GEMM_MAX 65536.0
 
 /* gemm_small.c: 1 if it computed C (M, N) = alpha op(A) op(B) + beta C,
- * 0 if the product is not small or the CPU lacks AVX2/FMA. */
+ * 0 if the product is not small or the CPU lacks AVX-512 and AVX2/FMA. */
 int nn_small_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K,
                    float alpha, const float *A, size_t lda, const float *B,
                    size_t ldb, float beta, float *C, size_t ldc);

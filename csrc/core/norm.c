@@ -21,8 +21,10 @@
  * with the sums over the row, no running statistics; row-wise, so a
  * batch may be split between threads.
  *
- * Workspace: xhat (N, F) (both), then BatchNorm's mean and invstd (F each)
- * or LayerNorm's invstd per row (N).
+ * Workspace: xhat (N, F) (both), then BatchNorm's mean, invstd and
+ * biased batch variance (F each; the commit reads the variance as the
+ * forward measured it: recovering it from invstd would lose its digits
+ * when var << eps in float32), or LayerNorm's invstd per row (N).
  * Tensors: gamma (F), beta (F) when affine (params); BatchNorm's
  * running_mean (F), running_var (F), num_batches_tracked (1) when tracked
  * (buffers).
@@ -56,22 +58,39 @@ static void FN(affine_rows)(real *y, const real *xhat, const real *gamma,
 
 /* ---- BatchNorm ---- */
 
+/* BatchNorm's column loops run over blocks of NN_BN_COLS columns, row by
+ * row: contiguous reads and NN_BN_COLS independent sums, each column's
+ * still summed over the rows in order */
+#ifndef NN_BN_COLS
+#define NN_BN_COLS 16
+#endif
+
 /* mean (F) and biased variance (F) of x (N, F) over the rows, in double */
 static void FN(column_moments)(real *mean, real *var, const real *x,
                                size_t N, size_t F)
 {
-    size_t n, f;
-    for (f = 0; f < F; f++) {
-        double s = 0, q = 0, mu;
-        for (n = 0; n < N; n++)
-            s += (double)x[n * F + f];
-        mu = s / (double)N;
+    size_t n, f0, j;
+    for (f0 = 0; f0 < F; f0 += NN_BN_COLS) {
+        size_t nb = F - f0 < NN_BN_COLS ? F - f0 : NN_BN_COLS;
+        double s[NN_BN_COLS] = {0}, q[NN_BN_COLS] = {0}, mu[NN_BN_COLS];
         for (n = 0; n < N; n++) {
-            double d = (double)x[n * F + f] - mu;
-            q += d * d;
+            const real *r = x + n * F + f0;
+            for (j = 0; j < nb; j++)
+                s[j] += (double)r[j];
         }
-        mean[f] = (real)mu;
-        var[f] = (real)(q / (double)N);
+        for (j = 0; j < nb; j++)
+            mu[j] = s[j] / (double)N;
+        for (n = 0; n < N; n++) {
+            const real *r = x + n * F + f0;
+            for (j = 0; j < nb; j++) {
+                double d = (double)r[j] - mu[j];
+                q[j] += d * d;
+            }
+        }
+        for (j = 0; j < nb; j++) {
+            mean[f0 + j] = (real)mu[j];
+            var[f0 + j] = (real)(q[j] / (double)N);
+        }
     }
 }
 
@@ -80,15 +99,15 @@ nn_status FN(nn_op_batchnorm_forward)(const nn_node_io *io)
     const nn_layer *L = io->L;
     size_t N = io->n, F = io->out_w, n, f;
     real *xhat = io->ws, *mean = xhat + io->N * F, *invstd = mean + F;
+    real *var = invstd + F;
     const real *x = io->x[0];
     int batch_stats = io->training || !BN_TRACK(L);
     if (batch_stats) {
         if (N < 2 && io->training)
             return NN_ERR_BATCH;
-        /* the variance is kept in invstd until it is one */
-        FN(column_moments)(mean, invstd, x, N, F);
+        FN(column_moments)(mean, var, x, N, F);
         for (f = 0; f < F; f++)
-            invstd[f] = (real)(1.0 / sqrt((double)invstd[f] + L->arg[0]));
+            invstd[f] = (real)(1.0 / sqrt((double)var[f] + L->arg[0]));
     } else {
         const real *rm = BN_RUNNING(L, 0), *rv = BN_RUNNING(L, 1);
         for (f = 0; f < F; f++) {
@@ -106,12 +125,12 @@ nn_status FN(nn_op_batchnorm_forward)(const nn_node_io *io)
 }
 
 /* The running statistics from the batch's (training forward's mean and
- * invstd in the workspace) */
+ * variance in the workspace) */
 nn_status FN(nn_op_batchnorm_commit)(const nn_node_io *io)
 {
     const nn_layer *L = io->L;
     size_t N = io->n, F = io->out_w, f;
-    const real *mean = (const real *)io->ws + io->N * F, *invstd = mean + F;
+    const real *mean = (const real *)io->ws + io->N * F, *var = mean + 2 * F;
     real *rm, *rv, *count;
     double m, unbias = (double)N / (double)(N - 1);
     if (!BN_TRACK(L) || !io->training)
@@ -122,9 +141,8 @@ nn_status FN(nn_op_batchnorm_commit)(const nn_node_io *io)
     count[0] += 1;
     m = L->arg[1] >= 0 ? L->arg[1] : 1.0 / (double)count[0];
     for (f = 0; f < F; f++) {
-        double var = 1.0 / ((double)invstd[f] * (double)invstd[f]) - L->arg[0];
         rm[f] = (real)((1 - m) * (double)rm[f] + m * (double)mean[f]);
-        rv[f] = (real)((1 - m) * (double)rv[f] + m * var * unbias);
+        rv[f] = (real)((1 - m) * (double)rv[f] + m * (double)var[f] * unbias);
     }
     return NN_OK;
 }
@@ -142,36 +160,54 @@ nn_status FN(nn_op_norm_param_grads)(const nn_node_io *io)
     return st;
 }
 
-nn_status FN(nn_op_batchnorm_backward)(const nn_node_io *io)
+/* dx (+)= the VJP over columns [f0, f0 + nb) */
+static void FN(batchnorm_dx_block)(real *dx, int acc, const real *dy,
+                                   const real *xhat, const real *invstd,
+                                   const real *gamma, int batch_stats,
+                                   size_t N, size_t F, size_t f0, size_t nb)
 {
-    const nn_layer *L = io->L;
-    size_t N = io->n, F = io->out_w, n, f;
-    const real *xhat = io->ws, *invstd = (const real *)io->ws + io->N * F + F;
-    const real *dy = io->dy, *gamma = NORM_GAMMA(L);
-    real *dx = io->dx[0];
-    int acc = io->dx ? io->dx_acc[0] : 0;
-    int batch_stats = io->training || !BN_TRACK(L);
-    if (dx) {
-        for (f = 0; f < F; f++) {
-            double g1 = gamma ? (double)gamma[f] : 1.0, s1 = 0, s2 = 0;
-            double k = (double)invstd[f];
-            if (batch_stats) {
-                for (n = 0; n < N; n++) {
-                    double d = (double)dy[n * F + f] * g1;
-                    s1 += d;
-                    s2 += d * (double)xhat[n * F + f];
-                }
-            }
-            for (n = 0; n < N; n++) {
-                double d = (double)dy[n * F + f] * g1, v;
-                v = batch_stats ? k / (double)N *
-                                      ((double)N * d - s1 -
-                                       (double)xhat[n * F + f] * s2)
-                                : d * k;
-                dx[n * F + f] = acc ? dx[n * F + f] + (real)v : (real)v;
+    double g1[NN_BN_COLS], s1[NN_BN_COLS] = {0}, s2[NN_BN_COLS] = {0};
+    double k[NN_BN_COLS], dN = (double)N;
+    size_t n, j;
+    for (j = 0; j < nb; j++) {
+        g1[j] = gamma ? (double)gamma[f0 + j] : 1.0;
+        k[j] = (double)invstd[f0 + j];
+    }
+    if (batch_stats) {
+        for (n = 0; n < N; n++) {
+            const real *gy = dy + n * F + f0, *h = xhat + n * F + f0;
+            for (j = 0; j < nb; j++) {
+                double d = (double)gy[j] * g1[j];
+                s1[j] += d;
+                s2[j] += d * (double)h[j];
             }
         }
     }
+    for (n = 0; n < N; n++) {
+        const real *gy = dy + n * F + f0, *h = xhat + n * F + f0;
+        real *o = dx + n * F + f0;
+        for (j = 0; j < nb; j++) {
+            double d = (double)gy[j] * g1[j];
+            double v = batch_stats
+                           ? k[j] / dN * (dN * d - s1[j] - (double)h[j] * s2[j])
+                           : d * k[j];
+            o[j] = acc ? o[j] + (real)v : (real)v;
+        }
+    }
+}
+
+nn_status FN(nn_op_batchnorm_backward)(const nn_node_io *io)
+{
+    const nn_layer *L = io->L;
+    size_t N = io->n, F = io->out_w, f0;
+    const real *xhat = io->ws, *invstd = (const real *)io->ws + io->N * F + F;
+    real *dx = io->dx[0];
+    int acc = dx ? io->dx_acc[0] : 0;
+    int batch_stats = io->training || !BN_TRACK(L);
+    for (f0 = 0; dx && f0 < F; f0 += NN_BN_COLS)
+        FN(batchnorm_dx_block)(dx, acc, io->dy, xhat, invstd, NORM_GAMMA(L),
+                               batch_stats, N, F, f0,
+                               F - f0 < NN_BN_COLS ? F - f0 : NN_BN_COLS);
     return io->pg ? FN(nn_op_norm_param_grads)(io) : NN_OK;
 }
 

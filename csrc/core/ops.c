@@ -158,14 +158,14 @@ static nn_status width_features(const nn_layer *L, const size_t *in_w,
     return NN_OK;
 }
 
-/* xhat (N, F); BatchNorm's mean and invstd (F each), LayerNorm's invstd
- * per row */
+/* xhat (N, F); BatchNorm's mean, invstd and variance (F each),
+ * LayerNorm's invstd per row */
 static void workspace_batchnorm(const nn_layer *L, size_t out_w,
                                 size_t *per_row, size_t *fixed)
 {
     (void)L;
     *per_row = out_w;
-    *fixed = 2 * out_w;
+    *fixed = 3 * out_w;
 }
 
 static void workspace_layernorm(const nn_layer *L, size_t out_w,

@@ -1175,6 +1175,209 @@ exit:
     return result;
 }
 
+/* ---- data-parallel steps (nnlayers.distributed) ---- */
+
+/* hooks.ready of _grad_step: ready(offset, count) with segment s's place
+ * in the gradient block (in values), called with the GIL taken back */
+typedef struct {
+    PyObject *ready;
+    const nn_optim *opt;
+    const char *base;        /* the gradient block */
+    size_t es;
+    int failed;              /* ready raised: its exception is pending */
+} grad_ready_ctx;
+
+static void grad_ready(void *vctx, size_t s)
+{
+    grad_ready_ctx *c = vctx;
+    const nn_segment *seg = &c->opt->seg[s];
+    const nn_tensor *t = &seg->layer->t[seg->tensor];
+    PyGILState_STATE gs = PyGILState_Ensure();
+    if (!c->failed) {
+        PyObject *r = PyObject_CallFunction(
+            c->ready, "nn",
+            (Py_ssize_t)(((const char *)t->grad - c->base) / c->es),
+            (Py_ssize_t)t->n);
+        c->failed = r == NULL;
+        Py_XDECREF(r);
+    }
+    PyGILState_Release(gs);
+}
+
+/* _grad_step(x, y, loss, optimizer, divisor, row0, loss_weights=None,
+ * sample_weight=None, metrics=None, ready=None): one data-parallel
+ * step's forward, losses and backward on this process's rows x, the loss
+ * gradients divided by `divisor` (the step's rows over all processes),
+ * x's first row at global row row0 (Dropout's masks); every gradient the
+ * optimizer holds written, nothing updated. Returns (loss sums per
+ * output, rows right per output, metric sums or None). */
+static PyObject *Model_grad_step(ModelObject *self, PyObject *args,
+                                 PyObject *kw)
+{
+    static char *kwlist[] = {"x", "y", "loss", "optimizer", "divisor",
+                             "row0", "loss_weights", "sample_weight",
+                             "metrics", "ready", NULL};
+    nn_module_state *st = nn_state_of_type(Py_TYPE(self));
+    PyObject *x, *y, *loss_o, *opt_o, *weights_o = Py_None, *sw_o = Py_None,
+             *metrics_o = Py_None, *ready_o = Py_None, *result = NULL;
+    PyObject *sums_o = NULL, *correct_o = NULL, *msums_o = NULL;
+    PyArrayObject *sw = NULL;
+    Py_ssize_t divisor, row0;
+    double sums[64] = {0}, msums[64 * NN_METRIC_COUNT] = {0};
+    size_t correct[64] = {0}, j;
+    grad_ready_ctx rc;
+    nn_hooks hooks;
+    nn_step_result res;
+    train_args ta;
+    nn_status s;
+    ta.opt = NULL;
+    for (j = 0; j < 64; j++)
+        ta.inputs[j] = ta.labels[j] = ta.dense[j] = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOnn|OOOO:_grad_step",
+                                     kwlist, &x, &y, &loss_o, &opt_o,
+                                     &divisor, &row0, &weights_o, &sw_o,
+                                     &metrics_o, &ready_o))
+        return NULL;
+    if (!st || claim_model(st, self, 1) < 0)
+        return NULL;
+    if (ready_o != Py_None && !PyCallable_Check(ready_o)) {
+        PyErr_SetString(PyExc_TypeError, "ready must be callable or None");
+        goto exit;
+    }
+    if (row0 < 0) {
+        PyErr_Format(PyExc_ValueError, "row0 must be >= 0, got %zd", row0);
+        goto exit;
+    }
+    if (train_args_prepare(self, st, &ta, x, y, loss_o, opt_o, weights_o,
+                           "x", "target") < 0)
+        goto exit;
+    if (ta.N == 0 || divisor < (Py_ssize_t)ta.N) {
+        PyErr_Format(PyExc_ValueError,
+                     "_grad_step needs rows (x has %zu) and divisor >= "
+                     "them (got %zd)", ta.N, divisor);
+        goto exit;
+    }
+    if (metrics_o != Py_None) {
+        if (nn_parse_metrics(metrics_o, self->g.n_outputs, ta.metrics) < 0)
+            goto exit;
+        ta.tg.metrics = ta.metrics;
+    }
+    if (sw_o != Py_None) {
+        sw = nn_prepare_weights(sw_o, self->dtype, ta.N, "sample_weight");
+        if (!sw)
+            goto exit;
+        ta.tg.w = PyArray_DATA(sw);
+    }
+    memset(&hooks, 0, sizeof hooks);
+    rc.ready = ready_o;
+    rc.opt = &ta.opt->opt;
+    rc.base = ((BufferObject *)self->gbuf)->data;
+    rc.es = nn_dtype_size(self->dtype);
+    rc.failed = 0;
+    if (ready_o != Py_None) {
+        hooks.ctx = &rc;
+        hooks.ready = grad_ready;
+    }
+    drop_saved(self);
+    res.loss = 0;
+    res.loss_sum = sums;
+    res.correct = correct;
+    res.metric_sum = msums;
+    self->run.row0 = (size_t)row0;
+    self->run.training = 2;   /* as train_step's */
+    Py_BEGIN_ALLOW_THREADS
+    s = nn_graph_grad_step(&self->g, &self->train_ws, &self->run,
+                           &ta.opt->opt, &self->map, &hooks, ta.xp, ta.N,
+                           (size_t)divisor, &ta.tg, &res);
+    Py_END_ALLOW_THREADS
+    self->run.row0 = 0;
+    if (rc.failed || (s != NN_OK && PyErr_Occurred()))
+        goto exit;   /* ready's or a Python layer's exception */
+    if (s == NN_ERR_NONFINITE) {
+        char buf[40];
+        PyOS_snprintf(buf, sizeof buf, "%g", res.loss);
+        PyErr_Format(st->NonFiniteError,
+                     "the loss is %s; no parameter was updated", buf);
+        goto exit;
+    }
+    if (s != NN_OK) {
+        nn_set_status_error(st, s, "_grad_step");
+        goto exit;
+    }
+    sums_o = PyList_New((Py_ssize_t)self->g.n_outputs);
+    correct_o = PyList_New((Py_ssize_t)self->g.n_outputs);
+    if (!sums_o || !correct_o)
+        goto exit;
+    for (j = 0; j < self->g.n_outputs; j++) {
+        PyObject *a = PyFloat_FromDouble(sums[j]);
+        PyObject *b = PyLong_FromSize_t(correct[j]);
+        if (!a || !b) {
+            Py_XDECREF(a);
+            Py_XDECREF(b);
+            goto exit;
+        }
+        PyList_SET_ITEM(sums_o, j, a);
+        PyList_SET_ITEM(correct_o, j, b);
+    }
+    msums_o = ta.tg.metrics ? nn_metric_sums_list(msums, ta.metrics,
+                                                  self->g.n_outputs)
+                            : Py_NewRef(Py_None);
+    if (msums_o)
+        result = PyTuple_Pack(3, sums_o, correct_o, msums_o);
+exit:
+    Py_XDECREF(sums_o);
+    Py_XDECREF(correct_o);
+    Py_XDECREF(msums_o);
+    Py_XDECREF(sw);
+    train_args_free(self, &ta);
+    release_model(self, 1);
+    return result;
+}
+
+/* _apply_step(optimizer, rows): the update of the step _grad_step began
+ * (rows: that step's rows here, 0 when this process had none and its
+ * gradients were set some other way), from the gradient block as it is
+ * now; the model's step count advances. */
+static PyObject *Model_apply_step(ModelObject *self, PyObject *args)
+{
+    nn_module_state *st = nn_state_of_type(Py_TYPE(self));
+    PyObject *opt_o;
+    OptimizerObject *opt;
+    Py_ssize_t rows;
+    nn_status s;
+    if (!PyArg_ParseTuple(args, "On:_apply_step", &opt_o, &rows))
+        return NULL;
+    if (!st || claim_model(st, self, 1) < 0)
+        return NULL;
+    opt = claim_optimizer(self, st, opt_o);
+    if (!opt) {
+        release_model(self, 1);
+        return NULL;
+    }
+    s = rows < 0 ? NN_ERR_ARG : NN_OK;
+    if (s == NN_OK && nn_optmap_bind(&self->map, &self->g, &opt->opt) != NN_OK)
+        s = NN_ERR_NOMEM;
+    if (s == NN_OK && rows == 0)
+        s = ensure_train_ws(self) < 0 ? NN_ERR_NOMEM : NN_OK;
+    if (s == NN_OK) {
+        self->run.training = 2;   /* running statistics at the commit */
+        Py_BEGIN_ALLOW_THREADS
+        s = nn_graph_apply_step(&self->g, &self->train_ws, &self->run,
+                                &opt->opt, &self->map, (size_t)rows);
+        Py_END_ALLOW_THREADS
+    }
+    if (s == NN_OK)
+        self->run.step++;
+    else
+        nn_set_status_error(st, s, "_apply_step (rows: those of the last "
+                                   "_grad_step)");
+    nn_release(&opt->busy);
+    release_model(self, 1);
+    if (s != NN_OK)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 /* ---- fit: one epoch in C, Python entered for signals and progress ---- */
 
 typedef struct {
@@ -1644,6 +1847,12 @@ static PyMethodDef Model_methods[] = {
      "loss), metric sums: None or per output a dict metric name -> sum over "
      "rows)\n\nmetrics: one tuple of metric names per output (mse, mae, "
      "binary_accuracy, top_k_categorical_accuracy)."},
+    {"_grad_step", (PyCFunction)(void (*)(void))Model_grad_step,
+     METH_VARARGS | METH_KEYWORDS,
+     "_grad_step(x, y, loss, optimizer, divisor, row0, ...): a "
+     "data-parallel step's gradients, nothing updated"},
+    {"_apply_step", (PyCFunction)Model_apply_step, METH_VARARGS,
+     "_apply_step(optimizer, rows): the update of that step"},
     {"_check_idle", (PyCFunction)Model_check_idle, METH_NOARGS,
      "raise ConcurrentUseError if a call on this model runs"},
     {"_check_data", (PyCFunction)Model_check_data, METH_VARARGS,

@@ -117,6 +117,33 @@ static PyObject *blas_config(PyObject *m, PyObject *na)
     return PyUnicode_FromString(nn_blas_config());
 }
 
+/* _simd(cap=None) -> str: the vector set the small products use ("avx512",
+ * "avx2" or "none"); with cap, first caps it to that set (a test hook:
+ * "avx2" runs the AVX2 path on an AVX-512 machine, "none" sends every
+ * product to OpenBLAS). Returns the set in use after the call. */
+static const char *const simd_names[] = {"none", "avx2", "avx512"};
+
+static PyObject *simd(PyObject *m, PyObject *args)
+{
+    const char *cap = NULL;
+    int i;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "|z:_simd", &cap))
+        return NULL;
+    if (cap) {
+        for (i = 0; i < 3 && strcmp(cap, simd_names[i]) != 0; i++)
+            ;
+        if (i == 3) {
+            PyErr_Format(PyExc_ValueError,
+                         "_simd: cap must be 'avx512', 'avx2' or 'none', "
+                         "got %R", PyTuple_GET_ITEM(args, 0));
+            return NULL;
+        }
+        nn_simd_cap(i);
+    }
+    return PyUnicode_FromString(simd_names[nn_simd_level()]);
+}
+
 static PyObject *pool_info(PyObject *m, PyObject *na)
 {
     (void)m;
@@ -368,6 +395,9 @@ static PyMethodDef module_methods[] = {
      "set_num_threads(n): set the threads nnlayers' OpenBLAS uses"},
     {"blas_config", blas_config, METH_NOARGS,
      "blas_config() -> str: OpenBLAS's own configuration string"},
+    {"_simd", simd, METH_VARARGS,
+     "_simd(cap=None) -> str: the vector set of the small products "
+     "('avx512', 'avx2', 'none'); cap lowers it (test hook)"},
     {"_pool_info", pool_info, METH_NOARGS,
      "_pool_info() -> {'installed': bool, 'workers': int}: nnlayers' own "
      "worker threads (OpenBLAS's parallel products run on them)"},
