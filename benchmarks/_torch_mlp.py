@@ -1,4 +1,5 @@
-"""PyTorch CPU peer (optional): same MLP with torch.nn / F.cross_entropy / optim.SGD."""
+"""PyTorch CPU peer (optional): same MLP with torch.nn / F.cross_entropy / optim.SGD
+(or optim.Adam)."""
 
 import numpy as np
 
@@ -14,7 +15,7 @@ def load_torch():
 
 
 class TorchMLP:
-    def __init__(self, torch, sizes, lr=0.01, seed=0):
+    def __init__(self, torch, sizes, lr=0.01, seed=0, optimizer="sgd"):
         self.torch = torch
         self.F = torch.nn.functional
         torch.manual_seed(seed)
@@ -24,7 +25,10 @@ class TorchMLP:
                 layers.append(torch.nn.ReLU())
             layers.append(torch.nn.Linear(a, b, dtype=torch.float32))
         self.model = torch.nn.Sequential(*layers)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=lr)
+        if optimizer == "adam":
+            self.opt = torch.optim.Adam(self.model.parameters(), lr=lr)
+        else:
+            self.opt = torch.optim.SGD(self.model.parameters(), lr=lr)
         self.linears = [m for m in self.model if isinstance(m, torch.nn.Linear)]
 
     def set_params(self, Ws, bs):

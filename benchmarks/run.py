@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """nnlayers benchmarks: training steps, fit, predict and sgemm, side by side with
-a textbook NumPy MLP and (if installed) PyTorch CPU; and a residual graph
-against the chain of its size.
+a textbook NumPy MLP and (if installed) PyTorch CPU and JAX (``jax.jit`` of
+the whole step, and of predict); a residual graph against the chain of its
+size; Adam on the medium case against torch.optim.Adam and a NumPy Adam,
+with nnlayers' Adam/SGD step ratio.
 
     python benchmarks/run.py [--quick] [--json PATH] [--png PATH] [--repeats K]
                              [--fit-repeats K]
-                             [--threads N] [--peers-only] [--no-torch]
+                             [--threads N] [--peers-only] [--no-torch] [--no-jax]
 
 Prints a table, writes JSON (default benchmarks/results.json) and a PNG bar plot
 (default benchmarks/results.png; skipped with a note if matplotlib is missing).
@@ -45,11 +47,13 @@ PREDICT_SIZES = (784, 256, 10)
 PREDICT_BATCHES = (1, 1024)
 FIT_SIZES = (784, 256, 10)
 FIT_BATCH = 64
-FRAMEWORKS = ("nnlayers", "numpy", "torch")
+FRAMEWORKS = ("nnlayers", "numpy", "torch", "jax")
+PEERS = ("numpy", "torch", "jax")
+ADAM_SIZES, ADAM_BATCH, ADAM_LR = (784, 256, 256, 10), 128, 1e-3
 
 FLOP_NOTE = (
     "FLOPs/step (training) = sum over Linear layers of 6*N*in*out (the issue's count: forward, "
-    "input gradient, weight gradient); predict = sum of 2*N*in*out. All three frameworks SKIP "
+    "input gradient, weight gradient); predict = sum of 2*N*in*out. Every framework SKIPS "
     "the first layer's input gradient (2*N*in0*out0 of those FLOPs are not done): GFLOP/s and "
     "%sgemm use the 6*N*in*out count, %done counts only the FLOPs actually done. Bias, "
     "activation, loss and SGD-update flops are not counted. The same count for every framework."
@@ -162,10 +166,11 @@ def clean_json(obj):
 # --------------------------------------------------------------------------- runner
 
 class Runner:
-    def __init__(self, args, nl, torch):
+    def __init__(self, args, nl, torch, jax=None):
         self.args = args
         self.nl = nl
         self.torch = torch
+        self.jax = jax
         self.rows = []
         self.errors = []
         self.checks = []
@@ -187,6 +192,8 @@ class Runner:
         fws.append("numpy")
         if self.torch is not None:
             fws.append("torch")
+        if self.jax is not None:
+            fws.append("jax")
         return fws
 
     def sgemm_ref(self):
@@ -362,6 +369,12 @@ class Runner:
                 tm.set_params(Ws0, bs0)
                 lossv = float(tm.step_fn(x, y)().detach())
                 results["torch"] = (lossv, tm.get_params())
+            if self.jax is not None:
+                from _jax_mlp import JaxMLP
+                jm = JaxMLP(self.jax, sizes, lr=LR)
+                jm.set_params(Ws0, bs0)
+                lossv = float(jm.step_fn(x, y)())
+                results["jax"] = (lossv, jm.get_params())
             lossv = ref.train_step(x, y, LR)
             results["numpy"] = (lossv, ([w.copy() for w in ref.W], [b.copy() for b in ref.b]))
         except Exception as exc:
@@ -405,6 +418,11 @@ class Runner:
                     from _torch_mlp import TorchMLP
                     return TorchMLP(self.torch, sizes, lr=LR).step_fn(x, y)
                 builders["torch"] = build_torch
+            if self.jax is not None:
+                def build_jax(sizes=sizes, x=x, y=y):
+                    from _jax_mlp import JaxMLP
+                    return JaxMLP(self.jax, sizes, lr=LR).step_fn(x, y)
+                builders["jax"] = build_jax
             self.run_group(name, "train", sizes, n, train_flops(sizes, n), n, builders,
                            local_sgemm=name in ("medium", "large", "xl"),
                            flops_done=train_flops_done(sizes, n))
@@ -428,6 +446,82 @@ class Runner:
                     "nnlayers (chain)": lambda: self.residual_step(sizes, x, y, False)}
         self.run_group("residual", "train", sizes, n, train_flops(sizes, n), n, builders,
                        flops_done=train_flops_done(sizes, n))
+
+    # ---- Adam on the medium case
+    def run_adam(self):
+        """One Adam step of the medium network: nl.Adam, torch.optim.Adam
+        and the NumPy Adam side by side, with nnlayers' SGD step in the
+        same rounds for the Adam/SGD ratio; first a check that one Adam
+        step of each matches the NumPy one."""
+        if not self.wanted("adam"):
+            return
+        from _numpy_mlp import NumpyAdamMLP
+        sizes, n = ADAM_SIZES, ADAM_BATCH
+        x, y = self.data(sizes, n)
+        self.adam_crosscheck()
+        builders = {}
+        if self.nl is not None:
+            def build_nl(opt_cls):
+                model = self.nl_model(sizes)
+                loss = self.nl.SoftmaxCrossEntropy()
+                opt = opt_cls(model, lr=ADAM_LR)
+                return lambda: model.train_step(x, y, loss, opt)
+            builders["nnlayers"] = lambda: build_nl(self.nl.Adam)
+            builders["nnlayers (SGD)"] = lambda: build_nl(self.nl.SGD)
+
+        def build_np():
+            mlp = NumpyAdamMLP(sizes, lr=ADAM_LR)
+            return lambda: mlp.train_step(x, y)
+        builders["numpy"] = build_np
+        if self.torch is not None:
+            def build_torch():
+                from _torch_mlp import TorchMLP
+                return TorchMLP(self.torch, sizes, lr=ADAM_LR, optimizer="adam").step_fn(x, y)
+            builders["torch"] = build_torch
+        self.run_group("medium-adam", "train", sizes, n, train_flops(sizes, n), n, builders,
+                       flops_done=train_flops_done(sizes, n))
+
+    def adam_crosscheck(self):
+        from _numpy_mlp import NumpyAdamMLP
+        sizes, n = (64, 32, 10), 32
+        x, y = self.data(sizes, n, seed=4)
+        ref = NumpyAdamMLP(sizes, seed=6, lr=0.01)
+        W0, b0 = [w.copy() for w in ref.W], [b.copy() for b in ref.b]
+        results = {}
+        try:
+            if self.nl is not None:
+                model = self.nl_model(sizes, seed=6)
+                for layer, W, b in zip([m for m in model.layers
+                                        if getattr(m, "kind", None) == "linear"], W0, b0):
+                    layer.params["W"], layer.params["b"] = W, b
+                opt = self.nl.Adam(model, lr=0.01)
+                for _ in range(3):
+                    lossv = float(model.train_step(x, y, self.nl.SoftmaxCrossEntropy(), opt))
+                results["nnlayers"] = (lossv, self.nl_params(model))
+            if self.torch is not None:
+                from _torch_mlp import TorchMLP
+                tm = TorchMLP(self.torch, sizes, lr=0.01, optimizer="adam")
+                tm.set_params(W0, b0)
+                step = tm.step_fn(x, y)
+                for _ in range(3):
+                    lossv = float(step().detach())
+                results["torch"] = (lossv, tm.get_params())
+            for _ in range(3):
+                lossv = ref.train_step(x, y)
+            results["numpy"] = (lossv, (ref.W, ref.b))
+        except Exception as exc:
+            self.errors.append(f"adam crosscheck: {type(exc).__name__}: {exc}")
+            traceback.print_exc(file=sys.stderr)
+            return
+        base_loss, (bW, bb) = results["numpy"]
+        for fw, (lossv, (Ws, bs)) in results.items():
+            if fw == "numpy":
+                continue
+            dloss = abs(lossv - base_loss) / max(abs(base_loss), 1e-12)
+            dpar = max(float(np.max(np.abs(p - q))) for p, q in zip(Ws + bs, bW + bb))
+            self.checks.append({"name": f"three Adam steps {fw} vs numpy ({arch(sizes)} @ {n})",
+                                "loss_rel_diff": dloss, "param_max_abs_diff": dpar,
+                                "ok": dloss < 1e-4 and dpar < 1e-4})
 
     # ---- predict
     def run_predict(self):
@@ -456,6 +550,11 @@ class Runner:
                     return tm.predict_fn(x)
                 builders["torch"] = build_torch
                 contexts["torch"] = self.torch.inference_mode
+            if self.jax is not None:
+                def build_jax(x=x):
+                    from _jax_mlp import JaxMLP
+                    return JaxMLP(self.jax, sizes).predict_fn(x)
+                builders["jax"] = build_jax
             self.run_group(f"predict-b{n}", "predict", sizes, n, predict_flops(sizes, n), n,
                            builders, contexts)
 
@@ -576,6 +675,11 @@ class Runner:
             f"residual / chain time = {v:.3f}, median over repeats of the paired ratio "
             f"(784-256-256-10 @ 128, a skip around the middle layer) (need <= 1.10)"
             if v is not None else "not measured")
+        r = self.find("medium-adam", "nnlayers (SGD)")
+        v = 1.0 / r["ratio"] if r and r.get("ratio") else None
+        add("Adam step <= 1.10 x the SGD step (medium)", v, v is not None and v <= 1.10,
+            f"nl.Adam / nl.SGD step time = {v:.3f}, median over repeats of the paired ratio "
+            f"(784-256-256-10 @ 128) (need <= 1.10)" if v is not None else "not measured")
         v = self.fit_ratio
         add("fit time <= 1.03 x sum of train_step times", v, v is not None and v <= 1.03,
             f"fit / sum(train_step) = {v:.3f}, median over epoch pairs "
@@ -588,9 +692,9 @@ class Runner:
         for case in cases:
             if case == "residual":
                 continue
-            rs = {fw: ratio(case, fw) for fw in ("numpy", "torch")}
+            rs = {fw: ratio(case, fw) for fw in PEERS}
             parts, oks = [], []
-            for fw in ("numpy", "torch"):
+            for fw in PEERS:
                 if rs[fw] is None:
                     parts.append(f"{fw} n/a")
                 else:
@@ -598,7 +702,7 @@ class Runner:
                     oks.append(rs[fw] > 1.0)
             vals = [v for v in rs.values() if v is not None]
             v = min(vals) if vals else None
-            add(f"{case}: nnlayers faster than numpy and torch", v, bool(oks) and all(oks),
+            add(f"{case}: nnlayers faster than numpy, torch and jax", v, bool(oks) and all(oks),
                 "time ratio peer/nnlayers: " + ", ".join(parts))
         return out
 
@@ -616,6 +720,7 @@ def print_table(rows, machine):
     print("nnlayers benchmarks (float32, median of repeats, in-process perf_counter)")
     print(f"cpu: {machine['cpu_model']}  nproc={machine['nproc']}  threads={machine['threads']}")
     print(f"numpy {machine['numpy_version']}  torch {machine['torch_version'] or 'not available'}"
+          f"  jax {machine.get('jax_version') or 'not available'}"
           f"  nnlayers {machine['nnlayers_version'] or 'not available'}")
     ref = machine.get("sgemm_reference")
     if ref:
@@ -665,7 +770,7 @@ def write_png(path, rows, machine):
         import matplotlib.pyplot as plt
     except Exception as exc:
         return f"PNG plot skipped: matplotlib not importable ({type(exc).__name__}: {exc})"
-    colors = {"nnlayers": "#1f77b4", "numpy": "#ff7f0e", "torch": "#2ca02c"}
+    colors = {"nnlayers": "#1f77b4", "numpy": "#ff7f0e", "torch": "#2ca02c", "jax": "#d62728"}
     cases = []
     for r in rows:
         if r["kind"] in ("train", "predict") and r["case"] not in cases:
@@ -730,8 +835,10 @@ def parse_args(argv):
                    help="benchmark only the NumPy and PyTorch peers (nnlayers not needed)")
     p.add_argument("--cases", default=None, metavar="LIST",
                    help="comma-separated subset of cases to run: sgemm, small, mnist-128, medium, "
-                        "large, xl, predict-b1, predict-b1024, fit (sgemm always runs)")
+                        "large, xl, residual, adam, predict-b1, predict-b1024, fit (sgemm "
+                        "always runs)")
     p.add_argument("--no-torch", action="store_true", help="do not use PyTorch even if installed")
+    p.add_argument("--no-jax", action="store_true", help="do not use JAX even if installed")
     args = p.parse_args(argv)
     if args.repeats is None:
         args.repeats = 3 if args.quick else 9
@@ -745,7 +852,7 @@ def parse_args(argv):
         p.error("--repeats and --fit-repeats must be >= 1")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be >= 1")
-    known = {"sgemm", "fit"} | {c[0] for c in TRAIN_CASES} | {f"predict-b{b}" for b in PREDICT_BATCHES}
+    known = {"sgemm", "fit", "residual", "adam"} | {c[0] for c in TRAIN_CASES} | {f"predict-b{b}" for b in PREDICT_BATCHES}
     if args.cases:
         args.cases = {c.strip() for c in args.cases.split(",") if c.strip()}
         bad = args.cases - known
@@ -801,6 +908,16 @@ def main(argv=None):
             threads = os.cpu_count() or 1
     if torch is not None:
         torch.set_num_threads(threads)
+    jax = None
+    if args.no_jax:
+        notes.append("jax disabled by --no-jax")
+    else:
+        from _jax_mlp import load_jax
+        jax, why = load_jax(threads)
+        if jax is None:
+            notes.append(f"jax not available ({why}); JAX rows skipped")
+        elif threads not in (1, os.cpu_count()):
+            notes.append(f"jax: XLA's CPU thread pool is not limited to {threads} threads")
     blas_limit = None
     try:
         import threadpoolctl
@@ -819,6 +936,7 @@ def main(argv=None):
         "numpy_blas": numpy_blas_info(),
         "torch_version": version_of(torch, "torch") if torch is not None else None,
         "torch_threads": torch.get_num_threads() if torch is not None else None,
+        "jax_version": version_of(jax, "jax") if jax is not None else None,
         "nnlayers_version": version_of(nl, "nnlayers") if nl is not None else None,
         "nnlayers_path": getattr(nl, "__file__", None) if nl is not None else None,
         "nnlayers_threads": threads if nl is not None else None,
@@ -828,7 +946,7 @@ def main(argv=None):
     except AttributeError:
         pass
 
-    runner = Runner(args, nl, torch)
+    runner = Runner(args, nl, torch, jax)
     t_start = datetime.datetime.now()
     runner.run_sgemm()
     machine.update({
@@ -842,6 +960,7 @@ def main(argv=None):
     runner.crosscheck()
     runner.run_train()
     runner.run_residual()
+    runner.run_adam()
     runner.run_predict()
     runner.run_fit()
     runner.fill_ratios()

@@ -199,12 +199,19 @@ def _row_weights(sample_weight, class_weight, ys, n, dtype, multi_out):
             table = dict(zip(classes.tolist(), (n / (len(classes) * counts)).tolist()))
         elif isinstance(class_weight, dict):
             table = {int(k): float(v) for k, v in class_weight.items()}
+            bad = [k for k, v in table.items() if not (np.isfinite(v) and v >= 0)]
+            if bad:
+                raise ValueError(f"class_weight[{bad[0]}] must be finite and >= 0, got "
+                                 f"{table[bad[0]]!r}")
         else:
             raise TypeError(f"class_weight must be a dict or 'balanced', got "
                             f"{type(class_weight).__name__}")
         cw = np.array([table.get(int(c), 1.0) for c in labels], dtype=np.float64)
         w = cw if w is None else w * cw
-    return None if w is None else w.astype(dtype)
+    if w is None:
+        return None
+    # the training loop's own check, now: before fit changes anything
+    return _core.check_weights(w, dtype, n, "sample_weight")
 
 
 def _check_batch_statistics(model, n, batch_size):
@@ -227,13 +234,37 @@ def _per_step(schedule):
     return schedule is not None and schedule.interval == "step"
 
 
-def _check_schedule(schedule, optimizer):
+def _step_plan(schedule, n_batches):
+    """Per batch b of an epoch, (names, values (n_batches, groups, names)):
+    the values after b steps of a per-step schedule, in torch's order (a
+    batch, then ``schedule.step()``), so batch 0 runs with the values the
+    optimizer holds now. It peeks n_batches steps ahead, as far as fit
+    steps the schedule after the epoch, so a schedule that would run past
+    its end fails before the epoch rather than after it."""
+    names, later = schedule._peek(n_batches)
+    now = np.array([[g[k] for k in names] for g in schedule.optimizer.param_groups],
+                   dtype=np.float64)
+    return names, np.concatenate([now[None], later[:-1]])
+
+
+def _check_schedule(schedule, optimizer, epochs=None, n_batches=None):
+    """Everything that would stop the schedule during fit, checked before
+    the first update: its optimizer, who steps it, and (given the epochs
+    and the batches per epoch) its end."""
     if not hasattr(schedule, "_peek") or not hasattr(schedule, "interval"):
         raise TypeError(f"schedule must be an nnlayers.schedules schedule, got "
                         f"{type(schedule).__name__}")
     if schedule.optimizer is not optimizer:
         raise ValueError("schedule is built on another optimizer than fit's: build it on "
                          "the optimizer you pass to fit")
+    if getattr(schedule, "_driven_by", None) is not None:
+        raise ValueError(f"schedule is the after= of {schedule._driven_by}, which steps it: "
+                         f"pass that schedule to fit")
+    if epochs is None:
+        return
+    steps = epochs * (n_batches if _per_step(schedule) else 1)
+    schedule._check_reach(schedule.last_epoch + steps, f"fit ({epochs} epochs of "
+                          f"{n_batches} batches)")
 
 
 def _check_positive_int(value, name):
@@ -939,7 +970,8 @@ class Model(_core.Model):
             naming the epoch and batch, that batch's update not applied)
         schedule : a learning-rate schedule on the optimizer
             (``nl.schedules``); an "epoch" schedule steps after each epoch,
-            a "step" one before each batch, inside the C loop
+            a "step" one after each batch (torch's order: batch 0 uses the
+            rate the optimizer holds at the start), inside the C loop
         verbose : 0 silent, 1 a progress bar per epoch, 2 one line per epoch
         loss_weights : one weight per output (a list, or a dict by output
             name); the loss minimised is the weighted sum, as in Keras
@@ -1006,7 +1038,8 @@ class Model(_core.Model):
             self._check_data(vx if self._multi_in else vx[0], val[1], loss_arg,
                              "validation_data X", "validation_data y")
         if schedule is not None:
-            _check_schedule(schedule, optimizer)
+            _check_schedule(schedule, optimizer, epochs - initial_epoch,
+                            (n + batch_size - 1) // batch_size)
         history = History({"epochs": epochs, "batch_size": batch_size, "samples": n})
         classify = [lf.is_classification for lf in losses]
         rng = np.random.default_rng(seed) if seed is None else None
@@ -1026,7 +1059,7 @@ class Model(_core.Model):
                 order = None
             for cb in cbs:
                 cb.on_epoch_begin(epoch, {})
-            hyper = schedule._peek(n_batches) if _per_step(schedule) else None
+            hyper = _step_plan(schedule, n_batches) if _per_step(schedule) else None
             bar, progress = self._progress(verbose, epoch, epochs, n, classify[0])
             on_batch = _batch_caller(per_batch) if per_batch else None
             t0 = time.perf_counter()

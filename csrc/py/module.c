@@ -200,6 +200,26 @@ static PyObject *check_finite(PyObject *m, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* fit checks its per-row weights with the kernel entry points' own check
+ * (nn_prepare_weights), before it changes anything */
+static PyObject *check_weights(PyObject *m, PyObject *args)
+{
+    PyObject *obj, *dtype_o;
+    const char *name = "sample_weight";
+    Py_ssize_t n;
+    int dt;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "OOn|s:check_weights", &obj, &dtype_o, &n, &name))
+        return NULL;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "check_weights: n must be >= 0");
+        return NULL;
+    }
+    if (nn_dtype_from_object(dtype_o, &dt, 0) < 0)
+        return NULL;
+    return (PyObject *)nn_prepare_weights(obj, dt, (size_t)n, name);
+}
+
 static PyObject *use_reference_gemm(PyObject *m, PyObject *arg)
 {
     int on = PyObject_IsTrue(arg);
@@ -392,6 +412,10 @@ static PyMethodDef module_methods[] = {
     {"check_finite", check_finite, METH_VARARGS,
      "check_finite(x, name='X'): ValueError naming `name`, the first row "
      "holding a NaN or an infinity and its column; None when all are finite"},
+    {"check_weights", check_weights, METH_VARARGS,
+     "check_weights(w, dtype, n, name='sample_weight') -> w as the (n,) array "
+     "of dtype that training reads; ValueError naming `name` and the first "
+     "weight that is negative, NaN or infinite"},
     {"use_reference_gemm", use_reference_gemm, METH_O,
      "use_reference_gemm(flag) -> old flag: route products through the "
      "naive GEMM (for cross-checks)"},
