@@ -61,6 +61,12 @@ def build(nl, case):
         loss, opt = nl.SoftmaxCrossEntropy(), nl.SGD(model, lr=LR)
         return lambda: model.fit(x, y, loss=loss, optimizer=opt, epochs=1,
                                  batch_size=FIT_BATCH, seed=0, verbose=0)
+    if case == "medium-adam":   # nl.Adam (nnlayers >= 0.2 only)
+        sizes, n = TRAIN["medium"]
+        model = mlp(nl, sizes)
+        x, y = data(sizes, n)
+        loss, opt = nl.SoftmaxCrossEntropy(), nl.Adam(model, lr=1e-3)
+        return lambda: model.train_step(x, y, loss, opt)
     if case == "residual":
         return graph_step(nl, True)
     if case == "chain-graph":

@@ -49,6 +49,8 @@ FIT_SIZES = (784, 256, 10)
 FIT_BATCH = 64
 FRAMEWORKS = ("nnlayers", "numpy", "torch", "jax")
 PEERS = ("numpy", "torch", "jax")
+# every training-step and predict case must beat the best peer by this much
+BEST_PEER_MARGIN = 1.2
 ADAM_SIZES, ADAM_BATCH, ADAM_LR = (784, 256, 256, 10), 128, 1e-3
 
 FLOP_NOTE = (
@@ -659,16 +661,21 @@ class Runner:
                 f"{fw} / nnlayers time = {v:.2f}x, median over repeats of the paired ratio "
                 f"(ratio of the medians {r['ratio_of_medians']:.2f}x) (need >= {need:g}x)"
                 if v is not None else "not measured")
-        for case, need in (("medium", 85.0), ("large", 90.0)):
+        # the share of the sgemm rate: by the 6*N*in*out count (small,
+        # medium), or counting only the FLOPs done (large)
+        for case, need, key, count in (("small", 40.0, "pct_sgemm", "6*N*in*out"),
+                                       ("medium", 90.0, "pct_sgemm", "6*N*in*out"),
+                                       ("large", 85.0, "pct_sgemm_done", "FLOPs done")):
             r = self.find(case, "nnlayers")
-            v = r["pct_sgemm"] if r and self.sgemm.get("nnlayers") else None
+            v = r[key] if r and self.sgemm.get("nnlayers") else None
             ref = (r or {}).get("sgemm_local_gflops") or self.sgemm.get("nnlayers")
             where = "timed alongside" if (r or {}).get("sgemm_local_gflops") else "at start"
-            add(f"{case} step >= {need:g}% of sgemm rate", v, v is not None and v >= need,
-                f"{r['gflops']:.1f} GFLOP/s (6*N*in*out) = {v:.1f}% of the sgemm rate "
-                f"({ref:.1f} GFLOP/s, {where}; median of per-repeat ratios), "
-                f"{r['pct_sgemm_done']:.1f}% counting only the FLOPs done "
-                f"(need >= {need:g}%)" if v is not None else "not measured")
+            add(f"{case} step >= {need:g}% of sgemm rate ({count})", v,
+                v is not None and v >= need,
+                f"{r['gflops']:.1f} GFLOP/s (6*N*in*out) = {r['pct_sgemm']:.1f}% of the sgemm "
+                f"rate ({ref:.1f} GFLOP/s, {where}), {r['pct_sgemm_done']:.1f}% counting only "
+                f"the FLOPs done (need >= {need:g}% by the {count})"
+                if v is not None else "not measured")
         r = self.find("residual", "nnlayers (chain)")
         v = 1.0 / r["ratio"] if r and r.get("ratio") else None
         add("residual graph step <= 1.10 x the chain of its size", v, v is not None and v <= 1.10,
@@ -693,16 +700,16 @@ class Runner:
             if case == "residual":
                 continue
             rs = {fw: ratio(case, fw) for fw in PEERS}
-            parts, oks = [], []
+            parts = []
             for fw in PEERS:
                 if rs[fw] is None:
                     parts.append(f"{fw} n/a")
                 else:
                     parts.append(f"{fw} {rs[fw]:.2f}x")
-                    oks.append(rs[fw] > 1.0)
             vals = [v for v in rs.values() if v is not None]
             v = min(vals) if vals else None
-            add(f"{case}: nnlayers faster than numpy, torch and jax", v, bool(oks) and all(oks),
+            add(f"{case}: >= {BEST_PEER_MARGIN:g}x faster than the best of numpy, torch and jax",
+                v, v is not None and v >= BEST_PEER_MARGIN,
                 "time ratio peer/nnlayers: " + ", ".join(parts))
         return out
 
