@@ -22,6 +22,7 @@ import pytest
 import nnlayers as nl
 from nnlayers import _core
 from nnlayers import schedules as S
+from test_optimizers import torch_mlp  # the same float64 twin of an nl MLP
 
 SIZES = (4, 8, 6, 3)
 N_ROWS, BATCH = 40, 8                   # 5 batches per epoch
@@ -180,18 +181,7 @@ def _cycles(opt):
 
 
 def torch_twin(torch, model, cls, kw):
-    layers = []
-    for layer in model:
-        if isinstance(layer, nl.Linear):
-            W, b = layer.params["W"], layer.params["b"]
-            t = torch.nn.Linear(W.shape[0], W.shape[1], dtype=torch.float64)
-            with torch.no_grad():
-                t.weight.copy_(torch.from_numpy(np.array(W.T)))
-                t.bias.copy_(torch.from_numpy(np.array(b)))
-            layers.append(t)
-        else:
-            layers.append(torch.nn.Tanh())
-    tmodel = torch.nn.Sequential(*layers)
+    tmodel = torch_mlp(torch, model)
     lins = [m for m in tmodel if hasattr(m, "weight")]
     topt = getattr(torch.optim, TORCH_NAME[cls])(
         [{"params": [m.weight for m in lins]},

@@ -580,6 +580,25 @@ static nn_status FN(deferred_updates)(const nn_graph *g, nn_optim *opt,
     return st;
 }
 
+/* The forward pass of rows [0, N) and their losses (gradients divided by
+ * `divisor`, the rows of the whole step), res->loss their total;
+ * NN_ERR_NONFINITE when that total is not finite. */
+static nn_status FN(forward_losses)(const nn_graph *g, nn_ws *ws,
+                                    const nn_run *run, const nn_targets *tg,
+                                    size_t N, size_t divisor,
+                                    nn_step_result *res)
+{
+    nn_status st = FN(forward_rows)(g, ws, run, 0, N, N);
+    if (st == NN_OK)
+        st = FN(losses_rows)(g, ws, tg, 0, N, divisor, res->loss_sum,
+                             res->correct,
+                             tg->metrics ? res->metric_sum : NULL);
+    if (st != NN_OK)
+        return st;
+    res->loss = FN(total_loss)(g, tg, res->loss_sum, N);
+    return isfinite(res->loss) ? NN_OK : NN_ERR_NONFINITE;
+}
+
 static nn_status FN(step_whole)(const nn_graph *g, nn_ws *ws,
                                 const nn_run *run, nn_optim *opt,
                                 const nn_optmap *map, const nn_hooks *hooks,
@@ -589,16 +608,9 @@ static nn_status FN(step_whole)(const nn_graph *g, nn_ws *ws,
     int deferred = nn_updates_deferred(g, opt, hooks);
     nn_pg pg;
     size_t k;
-    nn_status st = FN(forward_rows)(g, ws, run, 0, N, N);
-    if (st == NN_OK)
-        st = FN(losses_rows)(g, ws, tg, 0, N, N, res->loss_sum,
-                             res->correct,
-                             tg->metrics ? res->metric_sum : NULL);
+    nn_status st = FN(forward_losses)(g, ws, run, tg, N, N, res);
     if (st != NN_OK)
-        return st;
-    res->loss = FN(total_loss)(g, tg, res->loss_sum, N);
-    if (!isfinite(res->loss))
-        return NN_ERR_NONFINITE;   /* nothing updated */
+        return st;   /* a non-finite loss: nothing updated */
     opt->steps++;
     nn_pg_init(&pg, NN_PG_TRAIN, g, opt, map, hooks, 0, 1);
     for (k = g->n_nodes; k-- > 0 && st == NN_OK;)
@@ -732,16 +744,9 @@ nn_status FN(nn_graph_grad_step_impl)(nn_graph *g, nn_ws *ws,
     ws->fwd = *run;
     ws->fwd.training = 1;
     ws->has_forward = 0;   /* the gradients here are scratch */
-    st = FN(forward_rows)(g, ws, run, 0, N, N);
-    if (st == NN_OK)
-        st = FN(losses_rows)(g, ws, tg, 0, N, divisor, res->loss_sum,
-                             res->correct,
-                             tg->metrics ? res->metric_sum : NULL);
+    st = FN(forward_losses)(g, ws, run, tg, N, divisor, res);
     if (st != NN_OK)
-        return st;
-    res->loss = FN(total_loss)(g, tg, res->loss_sum, N);
-    if (!isfinite(res->loss))
-        return NN_ERR_NONFINITE;   /* no gradient written */
+        return st;   /* a non-finite loss: no gradient written */
     nn_pg_init(&pg, NN_PG_TRAIN, g, opt, map, &h, 0, 1);
     for (k = g->n_nodes; k-- > 0 && st == NN_OK;)
         if (g->train.run_bwd[k])

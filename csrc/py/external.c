@@ -46,7 +46,7 @@ static void note_layer(LayerObject *ly, const char *what)
 static PyObject *copy_out(int dt, const void *data, size_t n, size_t w)
 {
     PyArrayObject *a = nn_new_array(dt, (npy_intp)n, (npy_intp)w);
-    if (a && n * w)
+    if (a && n != 0 && w != 0)
         memcpy(PyArray_DATA(a), data, n * w * nn_dtype_size((nn_dtype)dt));
     return (PyObject *)a;
 }

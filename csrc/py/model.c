@@ -1204,6 +1204,31 @@ static void grad_ready(void *vctx, size_t s)
     PyGILState_Release(gs);
 }
 
+/* [loss sum per output] and [rows right per output] as two new lists in
+ * *sums_o and *correct_o; -1 with an exception (the caller releases what
+ * was made, as for any temporary). */
+static int sums_lists(size_t n, const double *sums, const size_t *correct,
+                      PyObject **sums_o, PyObject **correct_o)
+{
+    size_t j;
+    *sums_o = PyList_New((Py_ssize_t)n);
+    *correct_o = PyList_New((Py_ssize_t)n);
+    if (!*sums_o || !*correct_o)
+        return -1;
+    for (j = 0; j < n; j++) {
+        PyObject *a = PyFloat_FromDouble(sums[j]);
+        PyObject *b = PyLong_FromSize_t(correct[j]);
+        if (!a || !b) {
+            Py_XDECREF(a);
+            Py_XDECREF(b);
+            return -1;
+        }
+        PyList_SET_ITEM(*sums_o, (Py_ssize_t)j, a);
+        PyList_SET_ITEM(*correct_o, (Py_ssize_t)j, b);
+    }
+    return 0;
+}
+
 /* _grad_step(x, y, loss, optimizer, divisor, row0, loss_weights=None,
  * sample_weight=None, metrics=None, ready=None): one data-parallel
  * step's forward, losses and backward on this process's rows x, the loss
@@ -1304,21 +1329,8 @@ static PyObject *Model_grad_step(ModelObject *self, PyObject *args,
         nn_set_status_error(st, s, "_grad_step");
         goto exit;
     }
-    sums_o = PyList_New((Py_ssize_t)self->g.n_outputs);
-    correct_o = PyList_New((Py_ssize_t)self->g.n_outputs);
-    if (!sums_o || !correct_o)
+    if (sums_lists(self->g.n_outputs, sums, correct, &sums_o, &correct_o) < 0)
         goto exit;
-    for (j = 0; j < self->g.n_outputs; j++) {
-        PyObject *a = PyFloat_FromDouble(sums[j]);
-        PyObject *b = PyLong_FromSize_t(correct[j]);
-        if (!a || !b) {
-            Py_XDECREF(a);
-            Py_XDECREF(b);
-            goto exit;
-        }
-        PyList_SET_ITEM(sums_o, j, a);
-        PyList_SET_ITEM(correct_o, j, b);
-    }
     msums_o = ta.tg.metrics ? nn_metric_sums_list(msums, ta.metrics,
                                                   self->g.n_outputs)
                             : Py_NewRef(Py_None);
@@ -1475,23 +1487,11 @@ static PyObject *epoch_result(ModelObject *self, const nn_epoch_result *res,
                               int stopped, int nonfinite,
                               const unsigned *metrics)
 {
-    PyObject *sums_o = PyList_New((Py_ssize_t)self->g.n_outputs);
-    PyObject *correct_o = PyList_New((Py_ssize_t)self->g.n_outputs);
+    PyObject *sums_o = NULL, *correct_o = NULL;
     PyObject *failed = NULL, *msums_o = NULL, *result = NULL;
-    size_t j;
-    if (!sums_o || !correct_o)
+    if (sums_lists(self->g.n_outputs, res->loss_sum_out, res->correct,
+                   &sums_o, &correct_o) < 0)
         goto exit;
-    for (j = 0; j < self->g.n_outputs; j++) {
-        PyObject *a = PyFloat_FromDouble(res->loss_sum_out[j]);
-        PyObject *b = PyLong_FromSize_t(res->correct[j]);
-        if (!a || !b) {
-            Py_XDECREF(a);
-            Py_XDECREF(b);
-            goto exit;
-        }
-        PyList_SET_ITEM(sums_o, j, a);
-        PyList_SET_ITEM(correct_o, j, b);
-    }
     msums_o = metrics ? nn_metric_sums_list(res->metric_sum, metrics,
                                             self->g.n_outputs)
                       : Py_NewRef(Py_None);
