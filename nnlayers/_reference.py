@@ -1099,7 +1099,7 @@ def _param_grad(param, grad):
 
 
 def adam_step(param, grad, state, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-              weight_decay=0.0, amsgrad=False, decoupled=False):
+              weight_decay=0.0, amsgrad=False, decoupled=False, eps_hat=False):
     """One Adam update (torch.optim.Adam's single-tensor rules; AdamW's with
     decoupled=True), in torch's order of operations. step t counts from 1.
 
@@ -1109,8 +1109,10 @@ def adam_step(param, grad, state, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
         vhat = max(vmax, v) if amsgrad else v   (vmax = vhat)
         p = p - lr / (1 - beta1^t) * m / (sqrt(vhat) / sqrt(1 - beta2^t) + eps)
 
-    state: dict with exp_avg, exp_avg_sq (and max_exp_avg_sq) or None for
-    zeros. Returns ``(new_param, new_state)`` in param's dtype.
+    eps_hat: eps / sqrt(1 - beta2^t) in the last line (scikit-learn's and
+    Keras's placement). state: dict with exp_avg, exp_avg_sq (and
+    max_exp_avg_sq) or None for zeros. Returns ``(new_param, new_state)``
+    in param's dtype.
     """
     p, g = _param_grad(param, grad)
     dt = p.dtype.type
@@ -1130,16 +1132,17 @@ def adam_step(param, grad, state, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
     if amsgrad:
         v = np.maximum(st["max_exp_avg_sq"], v)
         new["max_exp_avg_sq"] = v
-    denom = np.sqrt(v) / dt(bc2_sqrt) + dt(eps)
+    denom = np.sqrt(v) / dt(bc2_sqrt) + dt(eps / bc2_sqrt if eps_hat else eps)
     return p + (dt(-(lr / bc1)) * m) / denom, new
 
 
 def adamw_step(param, grad, state, step, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-               weight_decay=1e-2, amsgrad=False):
+               weight_decay=1e-2, amsgrad=False, eps_hat=False):
     """One AdamW update (torch.optim.AdamW): :func:`adam_step` with the
     weight decay decoupled, p = p (1 - lr wd) before the Adam step."""
     return adam_step(param, grad, state, step, lr=lr, betas=betas, eps=eps,
-                     weight_decay=weight_decay, amsgrad=amsgrad, decoupled=True)
+                     weight_decay=weight_decay, amsgrad=amsgrad, decoupled=True,
+                     eps_hat=eps_hat)
 
 
 def rmsprop_step(param, grad, state, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0,

@@ -360,7 +360,7 @@ class Adam(Optimizer):
     """Adam (torch.optim.Adam's rules, maximize=False).
 
     ``Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-    amsgrad=False, *, clip_norm=None, clip_value=None)``. For each parameter
+    amsgrad=False, *, eps_hat=False, clip_norm=None, clip_value=None)``. For each parameter
     θ with gradient g, at step t (1 for the first step):
 
         g ← g + λ θ                         (weight_decay λ, L2)
@@ -368,6 +368,11 @@ class Adam(Optimizer):
         v ← β₂ v + (1 − β₂) g²              (v starts at 0)
         v̂ ← max(v̂, v) if amsgrad else v
         θ ← θ − η / (1 − β₁ᵗ) · m / (√v̂ / √(1 − β₂ᵗ) + ε)
+
+    ``eps_hat=True`` (not in torch) adds ε after the bias correction, as
+    scikit-learn's and Keras's Adam do: the last line's ε becomes
+    ε / √(1 − β₂ᵗ), i.e. θ ← θ − η √(1 − β₂ᵗ) / (1 − β₁ᵗ) · m / (√v̂ + ε).
+    ``nnlayers.sklearn`` uses it.
 
     State per parameter: ``exp_avg`` (m), ``exp_avg_sq`` (v) and, with
     amsgrad, ``max_exp_avg_sq``. t counts the optimizer's steps.
@@ -377,16 +382,18 @@ class Adam(Optimizer):
     _shown = ("lr", "betas", "eps", "weight_decay", "amsgrad")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, *, clip_norm=None, clip_value=None):
+                 amsgrad=False, *, eps_hat=False, clip_norm=None, clip_value=None):
         super().__init__(params, clip_norm=clip_norm, clip_value=clip_value, lr=lr,
-                         betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+                         betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         eps_hat=eps_hat)
 
 
 class AdamW(Adam):
     """AdamW: Adam with decoupled weight decay (torch.optim.AdamW's rules).
 
     ``AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
-    weight_decay=1e-2, amsgrad=False, *, clip_norm=None, clip_value=None)``.
+    weight_decay=1e-2, amsgrad=False, *, eps_hat=False, clip_norm=None,
+    clip_value=None)``.
     For each parameter θ with gradient g, at step t:
 
         θ ← θ (1 − η λ)                     (weight_decay λ, decoupled: first)
@@ -395,15 +402,16 @@ class AdamW(Adam):
         v̂ ← max(v̂, v) if amsgrad else v
         θ ← θ − η / (1 − β₁ᵗ) · m / (√v̂ / √(1 − β₂ᵗ) + ε)
 
-    State as Adam's.
+    State and ``eps_hat`` as Adam's.
     """
 
     _kind = "adamw"
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, clip_norm=None, clip_value=None):
+                 amsgrad=False, *, eps_hat=False, clip_norm=None, clip_value=None):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, clip_norm=clip_norm, clip_value=clip_value)
+                         amsgrad=amsgrad, eps_hat=eps_hat, clip_norm=clip_norm,
+                         clip_value=clip_value)
 
 
 class RMSprop(Optimizer):

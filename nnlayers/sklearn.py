@@ -349,8 +349,9 @@ class _BaseMLP(BaseEstimator):
         groups = [{"params": self.coefs_, "weight_decay": weight_decay},
                   {"params": self.intercepts_, "weight_decay": 0.0}]
         if self.solver == "adam":
+            # eps_hat: epsilon where scikit-learn's Adam adds it
             return Adam(groups, lr=self.learning_rate_init, betas=(self.beta_1, self.beta_2),
-                        eps=self.epsilon)
+                        eps=self.epsilon, eps_hat=True)
         return SGD(groups, lr=self.learning_rate_init, momentum=self.momentum,
                    nesterov=bool(self.nesterovs_momentum and self.momentum > 0))
 

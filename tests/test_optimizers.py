@@ -31,6 +31,9 @@ CONFIGS = {
     "adam-small-beta1": (nl.Adam, dict(lr=0.01, betas=(0.3, 0.9), eps=1e-6)),
     "adamw": (nl.AdamW, dict(lr=0.01)),
     "adamw-amsgrad": (nl.AdamW, dict(lr=0.01, amsgrad=True, weight_decay=0.1)),
+    # eps after the bias correction (scikit-learn's and Keras's Adam; no torch twin)
+    "adam-eps-hat": (nl.Adam, dict(lr=0.01, eps=1e-3, eps_hat=True)),
+    "adamw-eps-hat": (nl.AdamW, dict(lr=0.01, eps=1e-3, eps_hat=True, amsgrad=True)),
     "rmsprop": (nl.RMSprop, dict(lr=0.01)),
     "rmsprop-wd": (nl.RMSprop, dict(lr=0.01, weight_decay=0.1)),
     "rmsprop-centered": (nl.RMSprop, dict(lr=0.01, centered=True)),
@@ -46,8 +49,10 @@ CLIPS = {"none": {}, "value": {"clip_value": 0.05}, "norm": {"clip_norm": 0.3}}
 # defaults of each class (the reference needs every hyperparameter)
 DEFAULTS = {
     nl.SGD: dict(momentum=0.0, nesterov=False, weight_decay=0.0),
-    nl.Adam: dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False),
-    nl.AdamW: dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False),
+    nl.Adam: dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                  eps_hat=False),
+    nl.AdamW: dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+                   eps_hat=False),
     nl.RMSprop: dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                      centered=False),
     nl.Adagrad: dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
@@ -226,6 +231,15 @@ def test_reference_twins_first_steps_in_closed_form():
     np.testing.assert_allclose(new, p - lr * g / (np.abs(g) + eps), rtol=1e-14)
     np.testing.assert_allclose(st["exp_avg"], 0.1 * g, rtol=1e-14)
     np.testing.assert_allclose(st["exp_avg_sq"], 0.001 * g * g, rtol=1e-14)
+    # eps_hat (scikit-learn's step): p - lr sqrt(bc2) / bc1 m / (sqrt(v) + eps),
+    # written here as scikit-learn writes it, at step 2
+    m1, v1 = 0.1 * g, 0.001 * g * g
+    g2 = rng.standard_normal(7)
+    p1, st1 = ref.adam_step(p, g, None, 1, lr=lr, eps=eps, eps_hat=True)
+    new, _ = ref.adam_step(p1, g2, st1, 2, lr=lr, eps=eps, eps_hat=True)
+    m2, v2 = 0.9 * m1 + 0.1 * g2, 0.999 * v1 + 0.001 * g2 * g2
+    lr_t = lr * np.sqrt(1 - 0.999 ** 2) / (1 - 0.9 ** 2)
+    np.testing.assert_allclose(new, p1 - lr_t * m2 / (np.sqrt(v2) + eps), rtol=1e-13)
     # AdamW decays first
     new, _ = ref.adamw_step(p, g, None, 1, lr=lr, eps=eps, weight_decay=0.5)
     np.testing.assert_allclose(new, p * (1 - lr * 0.5) - lr * g / (np.abs(g) + eps),
@@ -302,7 +316,7 @@ def test_param_groups_betas_and_set_hyper():
     g0, g1 = opt.param_groups
     assert g0["betas"] == (0.8, 0.9) and (g0["beta1"], g0["beta2"]) == (0.8, 0.9)
     assert g1["betas"] == (0.9, 0.999)
-    assert sorted(g0) == ["amsgrad", "beta1", "beta2", "betas", "eps", "lr", "weight_decay"]
+    assert sorted(g0) == ["amsgrad", "beta1", "beta2", "betas", "eps", "eps_hat", "lr", "weight_decay"]
     opt.set_hyper("betas", (0.5, 0.6), group=1)
     opt.set_hyper("beta1", 0.7)
     assert [g["betas"] for g in opt.param_groups] == [(0.7, 0.9), (0.7, 0.6)]
@@ -368,7 +382,7 @@ def torch_params(tmodel):
 
 @pytest.mark.parametrize("clip", list(CLIPS))
 @pytest.mark.parametrize("how", ["train_step", "step"])
-@pytest.mark.parametrize("cfg", list(CONFIGS))
+@pytest.mark.parametrize("cfg", list(TORCH))
 def test_matches_torch(cfg, how, clip):
     torch = pytest.importorskip("torch")
     cls, kw = CONFIGS[cfg]

@@ -138,6 +138,19 @@ def test_adam_close_to_sklearn(three_classes):
     np.testing.assert_allclose(ours.loss_curve_, sk.loss_curve_, rtol=1e-6)
 
 
+@pytest.mark.parametrize("epsilon", [1e-8, 1e-3])
+def test_adam_follows_sklearn_with_its_epsilon(three_classes, epsilon):
+    """nnlayers.sklearn's Adam adds epsilon where scikit-learn's does
+    (nl.Adam(eps_hat=True)), so the weights and loss curve agree at any
+    epsilon, not only a negligible one."""
+    X, y = three_classes
+    sk, ours = _both(SkClassifier, MLPClassifier, X, y, solver="adam", epsilon=epsilon,
+                     learning_rate_init=0.01, **COMMON)
+    assert ours._optimizer.param_groups[0]["eps_hat"] is True
+    assert _params_diff(sk, ours) < 1e-9
+    np.testing.assert_allclose(ours.loss_curve_, sk.loss_curve_, rtol=1e-10)
+
+
 def test_regression_loss_and_weights_follow_sklearn():
     X, y = make_regression(n_samples=120, n_features=5, n_targets=2, random_state=0)
     y = y / 100

@@ -9,6 +9,9 @@
  *   v = beta2 v + (1 - beta2) g^2
  *   amsgrad:     vmax = max(vmax, v), read instead of v below
  *   denom = sqrt(v) / sqrt(1 - beta2^t) + eps
+ *           (eps_hat: + eps / sqrt(1 - beta2^t), scikit-learn's and
+ *           Keras's step lr sqrt(1 - beta2^t) / (1 - beta1^t) m /
+ *           (sqrt(v) + eps) written in torch's order)
  *   p += (-lr / (1 - beta1^t)) m / denom
  * Scalars are worked out in double once per call and rounded to the
  * dtype, as torch passes them to its kernels.
@@ -83,7 +86,7 @@ static unsigned FN(adam_setup)(FN(adam_coefs) *c, const nn_hyper *h,
     c->beta2 = (real)h->beta2;
     c->one_beta2 = (real)(1 - h->beta2);
     c->bc2_sqrt = (real)pow(bc2, 0.5);   /* torch: bias_correction2**0.5 */
-    c->eps = (real)h->eps;
+    c->eps = (real)(h->eps_hat ? h->eps / pow(bc2, 0.5) : h->eps);
     c->neg_step = (real)(-(h->lr / bc1));
     if (h->weight_decay != 0)
         f |= decoupled ? ADAM_DECAY : ADAM_L2;

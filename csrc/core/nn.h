@@ -571,6 +571,8 @@ typedef struct nn_hyper {
     double beta1, beta2;    /* Adam, AdamW */
     double eps;             /* Adam, AdamW, RMSprop, Adagrad */
     int amsgrad;            /* Adam, AdamW */
+    int eps_hat;            /* Adam, AdamW: eps after the bias correction
+                               (scikit-learn's and Keras's placement) */
     double alpha;           /* RMSprop: smoothing of the square average */
     int centered;           /* RMSprop */
     double lr_decay;        /* Adagrad */
@@ -589,7 +591,8 @@ enum nn_hyper_bit {
     NN_H_ALPHA = 1 << 7,
     NN_H_CENTERED = 1 << 8,
     NN_H_LR_DECAY = 1 << 9,
-    NN_H_INITIAL_ACC = 1 << 10
+    NN_H_INITIAL_ACC = 1 << 10,
+    NN_H_EPS_HAT = 1 << 11
 };
 
 /* One parameter tensor an optimizer updates: tensor `tensor` of `layer`

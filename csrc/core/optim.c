@@ -79,7 +79,8 @@ static size_t adam_buffers(const nn_hyper *h,
 }
 
 #define ADAM_HYPERS                                                          \
-    (NN_H_LR | NN_H_WEIGHT_DECAY | NN_H_BETAS | NN_H_EPS | NN_H_AMSGRAD)
+    (NN_H_LR | NN_H_WEIGHT_DECAY | NN_H_BETAS | NN_H_EPS | NN_H_AMSGRAD |     \
+     NN_H_EPS_HAT)
 
 const nn_optim_kind nn_optim_adam = {
     "adam",

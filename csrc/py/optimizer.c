@@ -47,6 +47,8 @@ static const struct {
     {"eps", "eps", offsetof(nn_hyper, eps), NN_H_EPS, H_NONNEG},
     {"amsgrad", "amsgrad", offsetof(nn_hyper, amsgrad), NN_H_AMSGRAD,
      H_BOOL},
+    {"eps_hat", "eps_hat", offsetof(nn_hyper, eps_hat), NN_H_EPS_HAT,
+     H_BOOL},
     {"alpha", "alpha", offsetof(nn_hyper, alpha), NN_H_ALPHA, H_NONNEG},
     {"centered", "centered", offsetof(nn_hyper, centered), NN_H_CENTERED,
      H_BOOL},
