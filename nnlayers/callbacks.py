@@ -82,17 +82,33 @@ class _Monitor:
         self.min_delta = abs(float(min_delta))
         self.best = math.inf if self.mode == "min" else -math.inf
 
+    def missing(self, keys, who):
+        """The message for a monitor that is not among fit's log keys."""
+        hint = ("pass validation_data or validation_split for val_* keys"
+                if self.monitor.startswith("val_") else "check the spelling")
+        return (f"{who}: monitor={self.monitor!r} is not among fit's logs (they have "
+                f"{sorted(keys)}); {hint}")
+
     def value(self, logs, who):
         if self.monitor not in (logs or {}):
-            raise KeyError(f"{who}: fit's logs have no {self.monitor!r} (they have "
-                           f"{sorted(logs or {})}); pass validation_data or "
-                           f"validation_split for val_* keys")
+            raise KeyError(self.missing(logs or {}, who))
         return float(logs[self.monitor])
 
     def improves(self, v):
         if self.mode == "min":
             return v < self.best - self.min_delta
         return v > self.best + self.min_delta
+
+
+def check_monitors(callbacks, keys):
+    """Before fit's first update: each callback's monitored value is one of
+    the keys fit will log, so a misspelt monitor fails before training
+    rather than after the first epoch. A callback monitors through its
+    ``_monitored()`` (the key, or None)."""
+    for cb in callbacks:
+        mon = cb._monitored() if hasattr(cb, "_monitored") else None
+        if mon is not None and mon.monitor not in keys:
+            raise ValueError(mon.missing(keys, type(cb).__name__))
 
 
 class EarlyStopping(Callback):
@@ -123,6 +139,9 @@ class EarlyStopping(Callback):
 
     monitor = property(lambda self: self._mon.monitor)
     mode = property(lambda self: self._mon.mode)
+
+    def _monitored(self):
+        return self._mon
 
     def on_train_begin(self, logs=None):
         self._mon.best = math.inf if self._mon.mode == "min" else -math.inf
@@ -201,6 +220,9 @@ class ModelCheckpoint(Callback):
 
     monitor = property(lambda self: self._mon.monitor)
 
+    def _monitored(self):
+        return self._mon if self.save_best_only else None
+
     def on_epoch_end(self, epoch, logs=None):
         if self.save_best_only:
             v = self._mon.value(logs, "ModelCheckpoint")
@@ -235,6 +257,11 @@ class ReduceLROnPlateau(Callback):
         self.min_lr, self.cooldown = float(min_lr), int(cooldown)
         self._mon = _Monitor(monitor, mode, min_delta)
 
+    monitor = property(lambda self: self._mon.monitor)
+
+    def _monitored(self):
+        return self._mon
+
     def on_train_begin(self, logs=None):
         self.wait = self.cooldown_left = 0
         self._mon.best = math.inf if self._mon.mode == "min" else -math.inf
@@ -261,7 +288,7 @@ class ReduceLROnPlateau(Callback):
             logs["lr"] = self.model.optimizer.lr
 
     def __repr__(self):
-        return (f"ReduceLROnPlateau(monitor={self._mon.monitor!r}, factor={self.factor}, "
+        return (f"ReduceLROnPlateau(monitor={self.monitor!r}, factor={self.factor}, "
                 f"patience={self.patience}, min_lr={self.min_lr})")
 
 

@@ -415,8 +415,9 @@ def fit(model, X, y, comm, shard=None, loss=None, optimizer=None, epochs=1, batc
     """model.fit(..., comm=comm): see Model.fit and docs/distributed.md."""
     from . import callbacks as cbm
     from .metrics import c_metrics, resolve_metrics
-    from .model import (SGD, History, _batch_caller, _callback_list, _check_epochs,
-                        _check_positive_int, _check_schedule, _per_step, _row_weights)
+    from .model import (History, _batch_caller, _callback_list, _check_epochs,
+                        _check_positive_int, _check_schedule, _fit_optimizer, _per_step,
+                        _row_weights)
 
     c = _as_comm(comm)
 
@@ -427,7 +428,7 @@ def fit(model, X, y, comm, shard=None, loss=None, optimizer=None, epochs=1, batc
                              "validation_data (each rank its rows, or shard=\"auto\")")
         losses = model._losses(loss)
         weights = model._loss_weights(loss_weights)
-        opt = optimizer if optimizer is not None else SGD(model, lr=0.01)
+        opt = _fit_optimizer(model, optimizer)
         ep, ep0 = _check_epochs(epochs, initial_epoch)
         bs = _check_positive_int(batch_size, "batch_size")
         if verbose not in (0, 1, 2):
@@ -437,6 +438,8 @@ def fit(model, X, y, comm, shard=None, loss=None, optimizer=None, epochs=1, batc
         if any(m.fn is not None for m in metric_list):
             raise ValueError("metrics: callables are not supported with comm= (each rank "
                              "would see its own rows); use the built-in names")
+        cbm.check_monitors(cbs, model._log_keys([lf.is_classification for lf in losses],
+                                                metric_list, validation_data is not None))
         if schedule is not None:
             _check_schedule(schedule, opt)
             if _per_step(schedule):

@@ -133,6 +133,15 @@ def _check_epochs(epochs, initial_epoch):
     return int(epochs), int(initial_epoch)
 
 
+def _fit_optimizer(model, optimizer):
+    """fit's optimizer: the one given, else the one the model last trained
+    with (its state kept, as Keras's compiled optimizer), else SGD(lr=0.01)."""
+    if optimizer is not None:
+        return optimizer
+    last = getattr(model, "optimizer", None)
+    return last if last is not None else SGD(model, lr=0.01)
+
+
 def _callback_list(callbacks):
     """The callbacks, checked, with a TerminateOnNaN unless one is given."""
     from .callbacks import Callback, TerminateOnNaN
@@ -945,7 +954,9 @@ class Model(_core.Model):
         X : array (n, in), or a list of arrays for several inputs
         y : labels (n,) or (n, 1), or targets (n, C); a list, one per output
         loss : an nnlayers loss (default SoftmaxCrossEntropy), or one per output
-        optimizer : an nnlayers optimizer over this model (default SGD(lr=0.01));
+        optimizer : an nnlayers optimizer over this model; default the one
+            this model last trained with (``model.optimizer``: an earlier
+            fit's, or the one ``nl.load`` gave back), else SGD(lr=0.01).
             ``model.optimizer`` is set to it
         epochs : int >= 0, the epoch to end at; initial_epoch : the one to
             start from (resuming: ``fit(..., initial_epoch=5, epochs=10)``)
@@ -997,8 +1008,7 @@ class Model(_core.Model):
 
         losses = self._losses(loss)
         weights = self._loss_weights(loss_weights)
-        if optimizer is None:
-            optimizer = SGD(self, lr=0.01)
+        optimizer = _fit_optimizer(self, optimizer)
         epochs, initial_epoch = _check_epochs(epochs, initial_epoch)
         batch_size = _check_positive_int(batch_size, "batch_size")
         if verbose not in (0, 1, 2):
@@ -1040,8 +1050,9 @@ class Model(_core.Model):
         if schedule is not None:
             _check_schedule(schedule, optimizer, epochs - initial_epoch,
                             (n + batch_size - 1) // batch_size)
-        history = History({"epochs": epochs, "batch_size": batch_size, "samples": n})
         classify = [lf.is_classification for lf in losses]
+        cbm.check_monitors(cbs, self._log_keys(classify, metric_list, val is not None))
+        history = History({"epochs": epochs, "batch_size": batch_size, "samples": n})
         rng = np.random.default_rng(seed) if seed is None else None
         if seed is not None:
             self.seed = seed
@@ -1099,6 +1110,19 @@ class Model(_core.Model):
         for cb in cbs:
             cb.on_train_end({})
         return history
+
+    def _log_keys(self, classify, metric_list, validation):
+        """The keys of fit's per-epoch logs (the order aside): those of
+        _epoch_logs, and with validation their "val_" twins."""
+        keys = ["loss"]
+        for j, name in enumerate(self._output_names):
+            prefix = f"{name}_" if self._multi_out else ""
+            if self._multi_out:
+                keys.append(prefix + "loss")
+            if classify[j]:
+                keys.append(prefix + "accuracy")
+            keys += [prefix + m.name for m in metric_list if m.name != "accuracy"]
+        return keys + ["val_" + k for k in keys] if validation else keys
 
     def _epoch_logs(self, loss_sum, seen, sums, correct, classify, metric_list, msums, X, y):
         """One epoch's training logs: the loss, each output's loss and

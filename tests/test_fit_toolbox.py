@@ -126,8 +126,74 @@ def test_early_stopping_counts_patience_like_keras():
     for epoch, v in enumerate([1.0, 0.5, 0.6, 0.7]):
         es.on_epoch_end(epoch, {"loss": v})
     assert model.stop_training and es.stopped_epoch == 3 and es.best_epoch == 1
-    with pytest.raises(KeyError, match="fit's logs have no 'val_loss'"):
+    with pytest.raises(KeyError, match="monitor='val_loss' is not among fit's logs"):
         nl.callbacks.EarlyStopping().on_epoch_end(0, {"loss": 1.0})
+
+
+def _logged_keys(model, X, y, **kw):
+    """The keys one real epoch of fit logs, on a copy of model."""
+    m = copy.deepcopy(model)
+    return set(m.fit(X, y, optimizer=nl.SGD(m, 0.01), epochs=1, verbose=0, **kw).history)
+
+
+@pytest.mark.parametrize("case", ["classify", "metrics+val", "regression", "two-outputs"])
+def test_monitor_keys_are_checked_before_the_first_update(case, tmp_path):
+    """A monitor must name a key fit logs: any key it does log passes, one
+    it does not raises ValueError before any update, naming the key and
+    the keys there are."""
+    X, y = blobs()
+    model, kw = mlp(), {}
+    if case == "metrics+val":
+        kw = {"metrics": ["mae", "top_k_accuracy"], "validation_data": (X[:30], y[:30])}
+    elif case == "regression":
+        y = np.eye(3)[y]
+        kw = {"loss": nl.MSE(), "metrics": ["mae"]}
+    elif case == "two-outputs":
+        x = nl.Input(2)
+        h = nl.Tanh()(nl.Linear(2, 8, dtype=F64, seed=0)(x))
+        model = nl.Model(x, [nl.Linear(8, 3, dtype=F64, seed=1)(h),
+                             nl.Linear(8, 1, dtype=F64, seed=2)(h)])
+        y = [y, X[:, :1]]
+        kw = {"loss": [nl.SoftmaxCrossEntropy(), nl.MSE()], "metrics": ["mae"],
+              "validation_data": (X[:30], [y[0][:30], y[1][:30]])}
+    keys = _logged_keys(model, X, y, **kw)
+    for key in sorted(keys):
+        m = copy.deepcopy(model)
+        m.fit(X, y, optimizer=nl.SGD(m, 0.01), epochs=1, verbose=0, **kw,
+              callbacks=[nl.callbacks.EarlyStopping(monitor=key),
+                         nl.callbacks.ReduceLROnPlateau(monitor=key)])
+    before = {k: np.array(v) for k, v in model.parameters().items()}
+    bad = [nl.callbacks.EarlyStopping(monitor="val_los"),
+           nl.callbacks.ReduceLROnPlateau(monitor="acuracy"),
+           nl.callbacks.ModelCheckpoint(tmp_path / "c.npz", monitor="los", save_best_only=True)]
+    for cb in bad:
+        with pytest.raises(ValueError, match=rf"{type(cb).__name__}: monitor='{cb.monitor}' "
+                           r"is not among fit's logs \(they have \["):
+            model.fit(X, y, optimizer=nl.SGD(model, 0.1), epochs=2, verbose=0, **kw,
+                      callbacks=[cb])
+    for k, v in model.parameters().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+    # a checkpoint of every epoch monitors nothing
+    model.fit(X, y, optimizer=nl.SGD(model, 0.1), epochs=1, verbose=0, **kw,
+              callbacks=[nl.callbacks.ModelCheckpoint(tmp_path / "c.npz", monitor="los")])
+    assert (tmp_path / "c.npz").exists()
+
+
+def test_fit_without_an_optimizer_continues_with_the_last_one():
+    """fit() with no optimizer trains on with model.optimizer (its state
+    kept, as Keras's compiled optimizer); a model that never trained gets
+    SGD(lr=0.01)."""
+    X, y = blobs()
+    fresh = mlp()
+    fresh.fit(X, y, epochs=1, verbose=0)
+    assert isinstance(fresh.optimizer, nl.SGD) and fresh.optimizer.lr == 0.01
+    model, twin = mlp(), mlp()
+    opt, opt2 = nl.Adam(model, lr=0.01), nl.Adam(twin, lr=0.01)
+    model.fit(X, y, optimizer=opt, epochs=2, batch_size=40, shuffle=False, verbose=0)
+    model.fit(X, y, epochs=3, initial_epoch=2, batch_size=40, shuffle=False, verbose=0)
+    assert model.optimizer is opt and opt.state_dict()["steps"] == 9
+    twin.fit(X, y, optimizer=opt2, epochs=3, batch_size=40, shuffle=False, verbose=0)
+    same_params(model, twin)
 
 
 def test_model_checkpoint_survives_a_kill_mid_write(tmp_path):
