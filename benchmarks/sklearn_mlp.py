@@ -1,7 +1,7 @@
 """nnlayers.sklearn's MLPClassifier / MLPRegressor against scikit-learn's own,
 at the same settings, side by side in one process.
 
-    python benchmarks/sklearn_mlp.py [--repeats 3] [--threads 1] [--quick]
+    python benchmarks/sklearn_mlp.py [--repeats 3] [--threads 1] [--dtype float32] [--quick]
 
 Cases (inputs standardised; held-out score: accuracy or R²):
   digits      load_digits, 1797 rows x 64, 25 % held out; classifier on
@@ -12,8 +12,10 @@ Cases (inputs standardised; held-out score: accuracy or R²):
 Settings, equal for both: hidden_layer_sizes=(100,), solver="adam" and the
 other scikit-learn defaults, random_state=r in repeat r, max_iter 200 on digits and
 30 on the synthetic sets (both stop at n_iter_no_change / tol before
-that when they converge); nnlayers in float32 (its default),
-scikit-learn in float64 (what it uses for float64 input). Both BLAS
+that when they converge); nnlayers in --dtype (float32, its default,
+or float64), scikit-learn in float64 (what it uses for float64 input).
+Both estimators draw the same initial weights and row orders from
+random_state, so in float64 they train alike to rounding. Both BLAS
 libraries are limited to --threads threads (threadpoolctl for NumPy's,
 nl.set_num_threads for nnlayers'). Fit time is the median of --repeats
 fits, the two estimators alternating; the ratio is scikit-learn's time
@@ -64,7 +66,7 @@ def datasets(quick):
     return out
 
 
-def run_case(task, X_tr, X_te, y_tr, y_te, max_iter, repeats):
+def run_case(task, X_tr, X_te, y_tr, y_te, max_iter, repeats, dtype):
     """{name: (median fit s, mean score, mean n_iter_)} for both estimators."""
     classes = {"classifier": (MLPClassifier, SkClassifier),
                "regressor": (MLPRegressor, SkRegressor)}[task]
@@ -74,7 +76,8 @@ def run_case(task, X_tr, X_te, y_tr, y_te, max_iter, repeats):
     for r in range(repeats):
         order = list(zip(("nnlayers", "scikit-learn"), classes))
         for name, cls in (order if r % 2 == 0 else order[::-1]):
-            est = cls(hidden_layer_sizes=(100,), max_iter=max_iter, random_state=r)
+            kw = {"dtype": dtype} if name == "nnlayers" else {}
+            est = cls(hidden_layer_sizes=(100,), max_iter=max_iter, random_state=r, **kw)
             t0 = time.perf_counter()
             est.fit(X_tr, y_tr)
             times[name].append(time.perf_counter() - t0)
@@ -88,11 +91,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                    help="nnlayers' dtype (scikit-learn trains in float64)")
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     args = ap.parse_args()
     warnings.simplefilter("ignore", ConvergenceWarning)
     nl.set_num_threads(args.threads)
-    print(f"threads={args.threads} repeats={args.repeats} (median fit time; mean score "
+    print(f"threads={args.threads} repeats={args.repeats} nnlayers dtype={args.dtype} "
+          f"(median fit time; mean score "
           f"and iterations over random_state 0..{args.repeats - 1})")
     head = ("| data | estimator | score (nnlayers / scikit-learn) | iterations | "
             "fit s nnlayers | fit s scikit-learn | speed-up |")
@@ -100,7 +106,8 @@ def main():
     print("|" + "---|" * 7)
     with threadpool_limits(limits=args.threads):
         for name, task, X_tr, X_te, y_tr, y_te, max_iter in datasets(args.quick):
-            res = run_case(task, X_tr, X_te, y_tr, y_te, max_iter, args.repeats)
+            res = run_case(task, X_tr, X_te, y_tr, y_te, max_iter, args.repeats,
+                           np.dtype(args.dtype))
             (t_nl, s_nl, it_nl), (t_sk, s_sk, it_sk) = res["nnlayers"], res["scikit-learn"]
             metric = "accuracy" if task == "classifier" else "R²"
             print(f"| {name} | MLP{task.capitalize()} | {metric} {s_nl:.4f} / {s_sk:.4f} | "

@@ -423,6 +423,9 @@ def fit(model, X, y, comm, shard=None, loss=None, optimizer=None, epochs=1, batc
 
     def prepare():
         _check_shard(shard)
+        if callable(shuffle):
+            raise ValueError("shuffle: a callable order is not supported with comm= (each "
+                             "rank shuffles its own rows); pass True or False")
         if validation_split:
             raise ValueError("validation_split is not supported with comm=; give "
                              "validation_data (each rank its rows, or shard=\"auto\")")

@@ -133,6 +133,18 @@ def _check_epochs(epochs, initial_epoch):
     return int(epochs), int(initial_epoch)
 
 
+def _epoch_order(shuffle, rng, seed, epoch, n):
+    """The order fit visits the n rows in at epoch `epoch` (None: as
+    stored): shuffle's own (a callable), or a permutation drawn from rng,
+    else from (seed, epoch)."""
+    if callable(shuffle):
+        return shuffle(epoch)   # checked in C (_fit_epoch's order)
+    if not shuffle:
+        return None
+    gen = rng if rng is not None else np.random.default_rng([seed, epoch])
+    return gen.permutation(n).astype(np.int64)
+
+
 def _fit_optimizer(model, optimizer):
     """fit's optimizer: the one given, else the one the model last trained
     with (its state kept, as Keras's compiled optimizer), else SGD(lr=0.01)."""
@@ -963,7 +975,9 @@ class Model(_core.Model):
         batch_size : int >= 1 (a last partial batch is used)
         shuffle : reshuffle every epoch; with an int ``seed`` epoch e's order
             depends only on (seed, e), so a resumed fit shuffles as an
-            uninterrupted one would
+            uninterrupted one would. Or a callable ``shuffle(epoch)``
+            returning that epoch's order of the rows (a permutation of
+            ``range(n)``), to visit them as another library would
         seed : int or None. An int also becomes the model's ``seed`` (the
             key of Dropout's masks, with the step count), so a seeded fit
             of a model is bitwise reproducible
@@ -1063,11 +1077,7 @@ class Model(_core.Model):
             cb.set_model(self)
             cb.on_train_begin({})
         for epoch in range(initial_epoch, epochs):
-            if shuffle:
-                order = (rng if rng is not None else np.random.default_rng([seed, epoch])
-                         ).permutation(n).astype(np.int64)
-            else:
-                order = None
+            order = _epoch_order(shuffle, rng, seed, epoch, n)
             for cb in cbs:
                 cb.on_epoch_begin(epoch, {})
             hyper = _step_plan(schedule, n_batches) if _per_step(schedule) else None

@@ -18,6 +18,9 @@ What is scikit-learn's and how it maps onto nnlayers:
   an L2 weight decay ``alpha / B`` on the weights' parameter group.
 - init: Glorot uniform, bound ``sqrt(6 / (in + out))`` (2 for logistic)
   for weights and biases, drawn from ``random_state``.
+- shuffling: each epoch reshuffles the last epoch's order with the same
+  random state (``_EpochOrders``), so a given ``random_state`` visits the
+  rows in scikit-learn's order.
 - per epoch ("iteration"): ``loss_``, ``loss_curve_``, the stopping
   counter on the training loss or (``early_stopping``) on the validation
   score, the "invscaling" and "adaptive" learning rates, best-weight
@@ -33,7 +36,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state
+from sklearn.utils import check_random_state, shuffle
 from sklearn.utils.multiclass import (_check_partial_fit_first_call,
                                       check_classification_targets, type_of_target,
                                       unique_labels)
@@ -45,6 +48,7 @@ from .layers import Linear, ReLU, Sigmoid, Tanh
 from .losses import MSE, BinaryCrossEntropy, SoftmaxCrossEntropy
 from .model import Sequential
 from .optim import SGD, Adam
+from .schedules import Schedule
 
 try:                                   # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -158,6 +162,21 @@ def _threads(n):
 
 # ---------------------------------------------------------------- training rules
 
+class _EpochOrders:
+    """fit's shuffle: scikit-learn's epoch orders. Each call reshuffles
+    the previous epoch's order with the estimator's random state
+    (``sklearn.utils.shuffle``), as MLPClassifier's loop does, so the
+    same ``random_state`` draws the same inits, split and orders."""
+
+    def __init__(self, n, random_state):
+        self.order = np.arange(n, dtype=np.int64)
+        self.random_state = random_state
+
+    def __call__(self, epoch):
+        self.order = shuffle(self.order, random_state=self.random_state)
+        return self.order
+
+
 class _StopOnNonFinite(TerminateOnNaN):
     """Stops fit quietly at a non-finite loss and remembers where."""
 
@@ -199,6 +218,28 @@ class _L2Batches(_L2Term):
     def on_batch_end(self, batch, logs=None):
         if batch < self.n_batches - 1:      # the weights the next batch starts from
             self.sq += _sq_norm(self.est.coefs_)
+
+
+class _BatchDecay(Schedule):
+    """The weights' decay alpha / B of each batch, B its rows: scikit-learn
+    divides the L2 gradient by the rows of the batch, so a last batch
+    smaller than batch_size has a larger decay. A per-step schedule on the
+    groups (weights, biases), so fit sets it inside its C loop; given only
+    when the last batch is smaller."""
+
+    names = ("weight_decay",)
+    _config_names = ("n_batches", "decay", "last_decay")
+
+    def __init__(self, optimizer, n_batches, decay, last_decay):
+        super().__init__(optimizer, "step", n_batches=n_batches, decay=decay,
+                         last_decay=last_decay)
+
+    def _configure(self, n_batches, decay, last_decay):
+        return {"n_batches": n_batches, "decay": decay, "last_decay": last_decay}
+
+    def _at(self, t):   # step t of fit's count is batch t % n_batches of an epoch
+        last = t % self.n_batches == self.n_batches - 1
+        return ((self.last_decay if last else self.decay,), (0.0,))
 
 
 class _EpochRules(Callback):
@@ -427,15 +468,19 @@ class _BaseMLP(BaseEstimator):
             self._optimizer = self._make_optimizer(decay)
         else:
             self._optimizer.set_hyper("weight_decay", decay, group=0)
-        penalty = (_L2Batches if self.alpha > 0 else _L2Term)(self, (n + bs - 1) // bs)
+        n_batches = (n + bs - 1) // bs
+        penalty = (_L2Batches if self.alpha > 0 else _L2Term)(self, n_batches)
+        last = n - (n_batches - 1) * bs
+        decays = _BatchDecay(self._optimizer, n_batches, decay, self.alpha / last) \
+            if self.alpha > 0 and last < bs else None
         rules = _EpochRules(self, n, penalty, val)
         guard = _StopOnNonFinite()
         self.n_iter_ = 0
         try:
             self.model_.fit(X_tr, Y_tr, loss=self._loss(), optimizer=self._optimizer,
                             epochs=1 if incremental else self.max_iter, batch_size=bs,
-                            shuffle=bool(self.shuffle), seed=int(rs.randint(2**31 - 1)),
-                            verbose=0, callbacks=[guard, penalty, rules])
+                            shuffle=_EpochOrders(n, rs) if self.shuffle else False,
+                            verbose=0, callbacks=[guard, penalty, rules], schedule=decays)
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
         if guard.where is not None:

@@ -179,6 +179,38 @@ def test_monitor_keys_are_checked_before_the_first_update(case, tmp_path):
     assert (tmp_path / "c.npz").exists()
 
 
+def test_shuffle_callable_gives_each_epochs_order():
+    """shuffle=f: epoch e visits the rows in f(e)'s order, as fit without
+    shuffling over rows stored in that order; a wrong order raises
+    ValueError naming shuffle before that epoch's updates."""
+    X, y = blobs()
+    rng = np.random.default_rng(5)
+    orders = [rng.permutation(len(X)) for _ in range(3)]
+    model, twin = mlp(), mlp()
+    seen = []
+
+    def order(epoch):
+        seen.append(epoch)
+        return orders[epoch]
+
+    model.fit(X, y, optimizer=nl.SGD(model, 0.1), epochs=3, batch_size=16, verbose=0,
+              shuffle=order)
+    assert seen == [0, 1, 2]
+    opt = nl.SGD(twin, 0.1)
+    for e in range(3):
+        twin.fit(X[orders[e]], y[orders[e]], optimizer=opt, epochs=1, batch_size=16,
+                 verbose=0, shuffle=False)
+    same_params(model, twin)
+    before = {k: np.array(v) for k, v in model.parameters().items()}
+    for bad in (np.arange(len(X) - 1), np.full(len(X), len(X)), -np.arange(len(X))):
+        with pytest.raises(ValueError, match=r"shuffle: an epoch's order of the rows must "
+                           r"be a permutation of range\(120\)"):
+            model.fit(X, y, optimizer=nl.SGD(model, 0.1), epochs=1, verbose=0,
+                      shuffle=lambda e, bad=bad: bad)
+    for k, v in model.parameters().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+
+
 def test_fit_without_an_optimizer_continues_with_the_last_one():
     """fit() with no optimizer trains on with model.optimizer (its state
     kept, as Keras's compiled optimizer); a model that never trained gets

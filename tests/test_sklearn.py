@@ -2,10 +2,10 @@
 
 - scikit-learn's own estimator checks (parametrize_with_checks), none
   expected to fail;
-- the training rules against scikit-learn's MLP itself: with shuffle=False
-  and the same random_state the weights and loss curves agree to float64
-  rounding for SGD (momentum, Nesterov, invscaling, adaptive, early
-  stopping) and closely for Adam (its epsilon sits elsewhere);
+- the training rules against scikit-learn's MLP itself: with the same
+  random_state the weights and loss curves agree to float64 rounding for
+  SGD (momentum, Nesterov, invscaling, adaptive, early stopping) and Adam,
+  shuffled or not, with or without a last partial batch;
 - use in Pipeline, cross_val_score, GridSearchCV(n_jobs=2), pickling,
   clone, labels of any type, partial_fit, accuracy on digits;
 - ``import nnlayers`` does not import scikit-learn; bad parameters.
@@ -87,7 +87,7 @@ def three_classes():
     dict(solver="sgd", momentum=0.0, activation="tanh", learning_rate_init=0.1),
     dict(solver="sgd", momentum=0.0, activation="logistic", learning_rate_init=0.1),
     dict(solver="sgd", momentum=0.0, activation="identity", learning_rate_init=0.05),
-    # 108 training rows in batches of 27: no partial batch (see the docs)
+    # 108 training rows in batches of 27
     dict(solver="sgd", momentum=0.0, early_stopping=True, batch_size=27,
          learning_rate_init=0.1),
 ], ids=["sgd", "nesterov", "momentum", "invscaling", "tanh", "logistic", "identity",
@@ -149,6 +149,42 @@ def test_adam_follows_sklearn_with_its_epsilon(three_classes, epsilon):
     assert ours._optimizer.param_groups[0]["eps_hat"] is True
     assert _params_diff(sk, ours) < 1e-9
     np.testing.assert_allclose(ours.loss_curve_, sk.loss_curve_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("extra", [
+    dict(solver="sgd", momentum=0.9, learning_rate_init=0.05),
+    dict(solver="sgd", momentum=0.0, learning_rate="invscaling", learning_rate_init=0.5),
+    dict(solver="adam", learning_rate_init=0.01),
+    dict(solver="adam", learning_rate_init=0.01, early_stopping=True),
+], ids=["sgd", "invscaling", "adam", "adam-early-stopping"])
+def test_shuffled_with_a_partial_batch_follows_sklearn(three_classes, extra):
+    """shuffle=True draws scikit-learn's row orders from random_state, and
+    a last batch smaller than batch_size gets its decay alpha / rows: the
+    same weights and loss curve in float64. 120 rows in batches of 50 end
+    with 20 (108 and 8 with early stopping's split)."""
+    X, y = three_classes
+    params = {**COMMON, "shuffle": True, "batch_size": 50, "alpha": 0.05, **extra}
+    sk, ours = _both(SkClassifier, MLPClassifier, X, y, **params)
+    tol = 1e-9 if extra["solver"] == "adam" else 1e-12
+    assert _params_diff(sk, ours) < tol
+    np.testing.assert_allclose(ours.loss_curve_, sk.loss_curve_, rtol=tol)
+    assert ours.n_iter_ == sk.n_iter_
+
+
+def test_shuffled_partial_fit_and_regressor_follow_sklearn():
+    """partial_fit shuffles as scikit-learn's (a fresh random state per
+    call); MLPRegressor likewise."""
+    X, y = make_regression(n_samples=130, n_features=5, n_targets=2, random_state=0)
+    y = y / 100
+    params = {**COMMON, "shuffle": True, "batch_size": 50, "solver": "adam",
+              "learning_rate_init": 0.01}
+    sk, ours = _both(SkRegressor, MLPRegressor, X, y, **params)
+    assert _params_diff(sk, ours) < 1e-9
+    for _ in range(3):
+        sk.partial_fit(X[:110], y[:110])
+        ours.partial_fit(X[:110], y[:110])
+    assert _params_diff(sk, ours) < 1e-9
+    np.testing.assert_allclose(ours.loss_curve_, sk.loss_curve_, rtol=1e-9)
 
 
 def test_regression_loss_and_weights_follow_sklearn():

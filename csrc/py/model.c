@@ -1472,8 +1472,10 @@ static PyArrayObject *parse_order(PyObject *order_o, size_t n)
     }
     return order;
 bad:
-    PyErr_Format(PyExc_ValueError, "order must be a permutation of range(%zu)",
-                 n);
+    PyErr_Format(PyExc_ValueError,
+                 "shuffle: an epoch's order of the rows must be a permutation "
+                 "of range(%zu), ints of shape (%zu,)",
+                 n, n);
     Py_DECREF(order);
     return NULL;
 }
