@@ -211,6 +211,27 @@ def test_shuffle_callable_gives_each_epochs_order():
         np.testing.assert_array_equal(v, before[k], err_msg=k)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, F64])
+@pytest.mark.parametrize("bad", [[(0, 0)], [(4999, 39)], [(3100, 7), (4000, 1)],
+                                 [(4000, 1), (3100, 7), (12, 30)], [(2500, 5), (2499, 6)]])
+def test_fit_names_the_first_non_finite_row_of_X(dtype, bad):
+    """X is checked on both threads in pieces of rows: the error names the
+    first bad row (and its first bad column) wherever the others are."""
+    X = np.random.default_rng(0).standard_normal((5000, 40)).astype(dtype)
+    for k, (r, c) in enumerate(bad):
+        X[r, c] = (np.nan, np.inf, -np.inf)[k % 3]
+    r, c = min(bad)
+    value = {0: "nan", 1: "inf", 2: "-inf"}[bad.index((r, c)) % 3]
+    model = nl.Sequential(nl.Linear(40, 3, dtype=dtype))
+    with pytest.raises(ValueError, match=rf"^X holds {value} at row {r} \(column {c}\)"):
+        model.fit(X, np.zeros(5000, dtype=int), optimizer=nl.SGD(model, 0.1), verbose=0)
+    X[r, c] = 0
+    if len(bad) > 1:
+        r2, c2 = sorted(bad)[1]
+        with pytest.raises(ValueError, match=rf"^X holds .* at row {r2} \(column {c2}\)"):
+            model.fit(X, np.zeros(5000, dtype=int), optimizer=nl.SGD(model, 0.1), verbose=0)
+
+
 def test_fit_without_an_optimizer_continues_with_the_last_one():
     """fit() with no optimizer trains on with model.optimizer (its state
     kept, as Keras's compiled optimizer); a model that never trained gets

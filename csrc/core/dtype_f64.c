@@ -18,6 +18,7 @@
 #include "norm.c"
 #include "loss.c"
 #include "clip.c"
+#include "finite.c"
 #include "optim_shared.c"
 #include "sgd.c"
 #include "adam.c"

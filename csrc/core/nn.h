@@ -541,7 +541,9 @@ size_t nn_count_correct_##sfx(const real *pred, const int64_t *labels,     \
 nn_status nn_metric_rows_##sfx(nn_metric_kind kind, double *sum,           \
                                const real *pred, const int64_t *labels,    \
                                const real *T, const real *w, size_t N,     \
-                               size_t C, double threshold);
+                               size_t C, double threshold);                \
+/* The first row of x (N, D) holding a NaN or an infinity; N if none */    \
+size_t nn_first_nonfinite_row_##sfx(const real *x, size_t N, size_t D);
 
 NN_DECLARE_KERNELS(float, f32)
 NN_DECLARE_KERNELS(double, f64)

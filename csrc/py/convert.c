@@ -443,34 +443,22 @@ void nn_set_status_error(nn_module_state *st, nn_status s, const char *what)
     }
 }
 
-/* The first row of a (N, D) array of dtype dt holding a NaN or an
- * infinity, its column in *col; N when every value is finite */
+/* The first row of a (N, D) C-contiguous array of dtype dt holding a NaN
+ * or an infinity, its column in *col; N when every value is finite */
 static size_t first_nonfinite_row(PyArrayObject *a, int dt, size_t *col)
 {
     size_t N = (size_t)PyArray_DIM(a, 0), D = (size_t)PyArray_DIM(a, 1), n, d;
-    for (n = 0; n < N; n++) {
-        int bad = 0;
-        if (dt == NN_F32) {
-            const float *r = (const float *)PyArray_DATA(a) + n * D;
-            for (d = 0; d < D; d++)   /* x - x is 0 unless x is NaN or inf */
-                bad |= (r[d] - r[d]) != 0.0f;
-        } else {
-            const double *r = (const double *)PyArray_DATA(a) + n * D;
-            for (d = 0; d < D; d++)
-                bad |= (r[d] - r[d]) != 0.0;
-        }
-        if (bad) {
-            for (d = 0; d < D; d++) {
-                double v = dt == NN_F32 ? ((const float *)PyArray_DATA(a))[n * D + d]
-                                        : ((const double *)PyArray_DATA(a))[n * D + d];
-                if (!isfinite(v))
-                    break;
-            }
-            *col = d;
-            return n;
-        }
+    const void *x = PyArray_DATA(a);
+    n = dt == NN_F32 ? nn_first_nonfinite_row_f32(x, N, D)
+                     : nn_first_nonfinite_row_f64(x, N, D);
+    for (d = 0; n < N && d < D; d++) {
+        double v = dt == NN_F32 ? ((const float *)x)[n * D + d]
+                                : ((const double *)x)[n * D + d];
+        if (!isfinite(v))
+            break;
     }
-    return N;
+    *col = d;
+    return n;
 }
 
 int nn_check_finite(PyArrayObject *a, int dt, const char *name)
