@@ -104,7 +104,7 @@ def check_monitors(callbacks, keys):
     """Before fit's first update: each callback's monitored value is one of
     the keys fit will log, so a misspelt monitor fails before training
     rather than after the first epoch. A callback monitors through its
-    ``_monitored()`` (the key, or None)."""
+    ``_monitored()``: its _Monitor, or None when it monitors nothing."""
     for cb in callbacks:
         mon = cb._monitored() if hasattr(cb, "_monitored") else None
         if mon is not None and mon.monitor not in keys:
