@@ -7,6 +7,23 @@ The reference peer for the benchmarks. W is stored (in, out): Z = X @ W + b.
 import numpy as np
 
 
+def softmax_xent(z, y):
+    """Mean softmax cross-entropy of logits z (N, C) with integer labels y
+    (N,), and its gradient dL/dz = (softmax - onehot) / N (N, C), computed
+    in z's memory (z is not needed afterwards)."""
+    n = z.shape[0]
+    rows = np.arange(n)
+    z -= z.max(axis=1, keepdims=True)  # shifted logits: stable exp
+    picked = z[rows, y]
+    p = np.exp(z, out=z)
+    s = p.sum(axis=1, keepdims=True)
+    loss = float(np.mean(np.log(s[:, 0]) - picked))
+    p /= s
+    p[rows, y] -= 1.0
+    p *= np.float32(1.0 / n)
+    return loss, p
+
+
 class NumpyMLP:
     def __init__(self, sizes, seed=0, dtype=np.float32):
         rng = np.random.default_rng(seed)
@@ -45,22 +62,7 @@ class NumpyMLP:
         """Forward + softmax CE (mean over batch) + backward + plain SGD. Returns the loss."""
         acts = []
         z = self.forward(x, keep=acts)
-        n = x.shape[0]
-        rows = np.arange(n)
-
-        # Stable softmax cross-entropy with integer labels.
-        m = z.max(axis=1, keepdims=True)
-        z -= m  # shifted logits (z is not needed afterwards)
-        picked = z[rows, y]
-        p = np.exp(z, out=z)
-        s = p.sum(axis=1, keepdims=True)
-        loss = float(np.mean(np.log(s[:, 0]) - picked))
-
-        # dL/dz = (softmax - onehot) / N
-        p /= s
-        p[rows, y] -= 1.0
-        p *= np.float32(1.0 / n)
-        g = p
+        loss, g = softmax_xent(z, y)
 
         lr = np.float32(lr)
         for i in range(len(self.W) - 1, -1, -1):
@@ -95,17 +97,7 @@ class NumpyAdamMLP(NumpyMLP):
         """Loss and [dW..., db...] (layer order) of the mean cross-entropy."""
         acts = []
         z = self.forward(x, keep=acts)
-        n = x.shape[0]
-        rows = np.arange(n)
-        z -= z.max(axis=1, keepdims=True)
-        picked = z[rows, y]
-        p = np.exp(z, out=z)
-        s = p.sum(axis=1, keepdims=True)
-        loss = float(np.mean(np.log(s[:, 0]) - picked))
-        p /= s
-        p[rows, y] -= 1.0
-        p *= np.float32(1.0 / n)
-        g = p
+        loss, g = softmax_xent(z, y)
         dWs, dbs = [None] * len(self.W), [None] * len(self.W)
         for i in range(len(self.W) - 1, -1, -1):
             dWs[i] = acts[i].T @ g

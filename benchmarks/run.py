@@ -79,6 +79,19 @@ def predict_flops(sizes, n):
     return sum(2 * n * a * b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
+def diffs_to_numpy(results):
+    """(framework, relative loss difference, largest parameter difference)
+    of each cross-check result against NumPy's; results maps a framework
+    to (loss, (Ws, bs))."""
+    base_loss, (bW, bb) = results["numpy"]
+    for fw, (lossv, (Ws, bs)) in results.items():
+        if fw == "numpy":
+            continue
+        dloss = abs(lossv - base_loss) / max(abs(base_loss), 1e-12)
+        dpar = max(float(np.max(np.abs(p - q))) for p, q in zip(Ws + bs, bW + bb))
+        yield fw, dloss, dpar
+
+
 def arch(sizes):
     return "-".join(str(s) for s in sizes)
 
@@ -385,12 +398,7 @@ class Runner:
             print(f"  ERROR in cross-check: {msg}", file=sys.stderr)
             traceback.print_exc(file=sys.stderr)
             return
-        base_loss, (bW, bb) = results["numpy"]
-        for fw, (lossv, (Ws, bs)) in results.items():
-            if fw == "numpy":
-                continue
-            dloss = abs(lossv - base_loss) / max(abs(base_loss), 1e-12)
-            dpar = max(float(np.max(np.abs(p - q))) for p, q in zip(Ws + bs, bW + bb))
+        for fw, dloss, dpar in diffs_to_numpy(results):
             ok = dloss < 1e-4 and dpar < 1e-5
             self.checks.append({"name": f"one training step {fw} vs numpy ({arch(sizes)} @ {n})",
                                 "loss_rel_diff": dloss, "param_max_abs_diff": dpar, "ok": ok})
@@ -515,12 +523,7 @@ class Runner:
             self.errors.append(f"adam crosscheck: {type(exc).__name__}: {exc}")
             traceback.print_exc(file=sys.stderr)
             return
-        base_loss, (bW, bb) = results["numpy"]
-        for fw, (lossv, (Ws, bs)) in results.items():
-            if fw == "numpy":
-                continue
-            dloss = abs(lossv - base_loss) / max(abs(base_loss), 1e-12)
-            dpar = max(float(np.max(np.abs(p - q))) for p, q in zip(Ws + bs, bW + bb))
+        for fw, dloss, dpar in diffs_to_numpy(results):
             self.checks.append({"name": f"three Adam steps {fw} vs numpy ({arch(sizes)} @ {n})",
                                 "loss_rel_diff": dloss, "param_max_abs_diff": dpar,
                                 "ok": dloss < 1e-4 and dpar < 1e-4})
