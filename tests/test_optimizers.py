@@ -466,6 +466,55 @@ def test_split_step_is_the_whole_step(two_threads, cfg, clip):
 
 
 # ---------------------------------------------------------------------------
+# vector sets: the update rules run 16-wide (AVX-512), 8-wide (AVX2) or
+# scalar, chosen by cpuid and capped by the test hook _core._simd
+# ---------------------------------------------------------------------------
+
+SIMD_CAPS = [name for name in ("avx512", "avx2") if _core._simd(name) == name] + ["none"]
+_core._simd("avx512")   # back to the CPU's best
+
+
+def run_under(cap, cfg, dtype, clip, steps=6):
+    """Parameters and state after `steps` optimizer steps on fixed random
+    gradients (no products: only the update rule runs), with the vector
+    set capped at `cap`; segments of 37 * 45 and 45 values have whole
+    vectors and a tail on every set."""
+    old = _core._simd()
+    try:
+        _core._simd(cap)
+        assert _core._simd() == cap
+        cls, kw = CONFIGS[cfg]
+        model = make_mlp(dtype, seed=5, sizes=(37, 45, 7))
+        opt = cls(model, **kw, **CLIPS[clip])
+        rng = np.random.default_rng(6)
+        for _ in range(steps):
+            for g in model.gradients().values():
+                g[...] = rng.standard_normal(g.shape)
+            opt.step()
+        return params_of(model), opt.state_dict()["state"]
+    finally:
+        _core._simd(old)
+
+
+@pytest.mark.parametrize("clip", ["none", "norm"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cfg", list(CONFIGS))
+def test_update_rules_bitwise_equal_across_vector_sets(cfg, dtype, clip):
+    runs = {cap: run_under(cap, cfg, dtype, clip) for cap in SIMD_CAPS}
+    first = runs[SIMD_CAPS[0]]
+    start = params_of(make_mlp(dtype, seed=5, sizes=(37, 45, 7)))
+    assert any(not np.array_equal(a, b) for a, b in zip(first[0], start))
+    for cap in SIMD_CAPS[1:]:
+        params, state = runs[cap]
+        for a, b in zip(params, first[0]):
+            np.testing.assert_array_equal(a, b, err_msg=f"{cap} vs {SIMD_CAPS[0]}")
+        for k in first[1]:
+            for name in first[1][k]:
+                np.testing.assert_array_equal(state[k][name], first[1][k][name],
+                                              err_msg=f"{cap} vs {SIMD_CAPS[0]}: {name}")
+
+
+# ---------------------------------------------------------------------------
 # state_dict
 # ---------------------------------------------------------------------------
 

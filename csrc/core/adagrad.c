@@ -31,16 +31,22 @@ NN_INLINE void FN(adagrad_loop)(real *restrict p, const real *restrict g,
     }
 }
 
-NN_VECTOR_CLONES
-static void FN(adagrad_rule)(real *restrict p, const real *restrict g,
-                             real *restrict sum, size_t n, real wd, real eps,
-                             real neg_clr)
+/* Every value of the segment, the loop specialised for weight decay */
+NN_INLINE void FN(adagrad_rule_body)(real *restrict p, const real *restrict g,
+                                     real *restrict sum, size_t n, real wd,
+                                     real eps, real neg_clr)
 {
     if (wd != 0)
         FN(adagrad_loop)(p, g, sum, n, wd, eps, neg_clr, 1);
     else
         FN(adagrad_loop)(p, g, sum, n, wd, eps, neg_clr, 0);
 }
+
+NN_SIMD_VARIANTS(FN(adagrad_rule),
+                 (real *restrict p, const real *restrict g,
+                  real *restrict sum, size_t n, real wd, real eps,
+                  real neg_clr),
+                 (p, g, sum, n, wd, eps, neg_clr), FN(adagrad_rule_body))
 
 /* values [lo, hi) of segment s, from its gradient */
 void FN(nn_adagrad_update)(const nn_optim *o, const nn_segment *s,

@@ -61,16 +61,22 @@ NN_INLINE void FN(adam_loop)(real *restrict p, const real *restrict g,
     }
 }
 
-NN_VECTOR_CLONES
-static void FN(adam_rule)(real *restrict p, const real *restrict g,
-                          real *restrict m, real *restrict v,
-                          real *restrict vmax, size_t n,
-                          const FN(adam_coefs) *c, unsigned flags)
+/* Every value of the segment, the loop specialised for its options */
+NN_INLINE void FN(adam_rule_body)(real *restrict p, const real *restrict g,
+                                  real *restrict m, real *restrict v,
+                                  real *restrict vmax, size_t n,
+                                  const FN(adam_coefs) *c, unsigned flags)
 {
 #define ADAM_CASE(k) FN(adam_loop)(p, g, m, v, vmax, n, c, k)
     NN_SPECIALISE16(flags, ADAM_CASE)
 #undef ADAM_CASE
 }
+
+NN_SIMD_VARIANTS(FN(adam_rule),
+                 (real *restrict p, const real *restrict g, real *restrict m,
+                  real *restrict v, real *restrict vmax, size_t n,
+                  const FN(adam_coefs) *c, unsigned flags),
+                 (p, g, m, v, vmax, n, c, flags), FN(adam_rule_body))
 
 /* The scalars of step t for group h, and the options to specialise for */
 static unsigned FN(adam_setup)(FN(adam_coefs) *c, const nn_hyper *h,

@@ -69,6 +69,37 @@ typedef double real;
 #define NN_INLINE static inline
 #endif
 
+/* NN_SIMD_VARIANTS(name, params, args, body): `static void name params`
+ * that runs the always-inline `body args` compiled for AVX-512F, for AVX2
+ * or for the baseline, as nn_simd_level() says (gemm_small.c; its cap
+ * lets the tests run every path on an AVX-512 machine). For the optimizer
+ * rules, whose square roots and divisions bound their speed: a 16-wide
+ * divide does twice the work of an 8-wide one on CPUs with 512-bit units.
+ * No FMA is formed (-std=c11 keeps -ffp-contract=off) and no sum is
+ * reordered, so every path gives the same bits. */
+#define NN_CAT_(a, b) a##b
+#define NN_CAT(a, b) NN_CAT_(a, b)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && \
+    !defined(NN_NO_CLONES)
+#define NN_SIMD_VARIANTS(name, params, args, body)                          \
+    __attribute__((target("avx512f"))) static void NN_CAT(name, _avx512)   \
+        params { body args; }                                               \
+    __attribute__((target("avx2"))) static void NN_CAT(name, _avx2)        \
+        params { body args; }                                               \
+    static void NN_CAT(name, _base) params { body args; }                   \
+    static void name params                                                 \
+    {                                                                       \
+        switch (nn_simd_level()) {                                          \
+        case NN_SIMD_AVX512: NN_CAT(name, _avx512) args; break;             \
+        case NN_SIMD_AVX2: NN_CAT(name, _avx2) args; break;                 \
+        default: NN_CAT(name, _base) args; break;                           \
+        }                                                                   \
+    }
+#else
+#define NN_SIMD_VARIANTS(name, params, args, body)                          \
+    static void name params { body args; }
+#endif
+
 /* NN_SPECIALISE16(flags, CALL): CALL(k) for the k in [0, 16) that equals
  * flags. With CALL an always-inline loop taking k as its flags (tests of
  * `k & BIT` in its body), every case compiles its own copy of the loop

@@ -58,16 +58,23 @@ NN_INLINE void FN(rmsprop_loop)(real *restrict p, const real *restrict g,
     }
 }
 
-NN_VECTOR_CLONES
-static void FN(rmsprop_rule)(real *restrict p, const real *restrict g,
-                             real *restrict sq, real *restrict buf,
-                             real *restrict ga, size_t n,
-                             const FN(rmsprop_coefs) *c, unsigned flags)
+/* Every value of the segment, the loop specialised for its options */
+NN_INLINE void FN(rmsprop_rule_body)(real *restrict p, const real *restrict g,
+                                     real *restrict sq, real *restrict buf,
+                                     real *restrict ga, size_t n,
+                                     const FN(rmsprop_coefs) *c,
+                                     unsigned flags)
 {
 #define RMS_CASE(k) FN(rmsprop_loop)(p, g, sq, buf, ga, n, c, k)
     NN_SPECIALISE16(flags, RMS_CASE)
 #undef RMS_CASE
 }
+
+NN_SIMD_VARIANTS(FN(rmsprop_rule),
+                 (real *restrict p, const real *restrict g, real *restrict sq,
+                  real *restrict buf, real *restrict ga, size_t n,
+                  const FN(rmsprop_coefs) *c, unsigned flags),
+                 (p, g, sq, buf, ga, n, c, flags), FN(rmsprop_rule_body))
 
 /* values [lo, hi) of segment s, from its gradient */
 void FN(nn_rmsprop_update)(const nn_optim *o, const nn_segment *s,
