@@ -179,6 +179,33 @@ def test_no_split_at_one_thread_or_for_small_steps(threads):
         _core._split_mode(old)
 
 
+
+@needs_pool
+@pytest.mark.parametrize("sizes,rows,splits", [
+    ((784, 256, 256, 10), 128, True),      # the benchmark's medium step
+    ((784, 512, 512, 10), 256, True),
+    ((784, 1024, 1024, 10), 256, False),   # a wide layer, a short batch
+    ((784, 1024, 10), 256, False),
+    ((784, 1024, 10), 512, True),          # the same layer, a long batch
+])
+def test_wide_layers_split_only_long_batches(threads, sizes, rows, splits):
+    """A layer of 784 x 1024 or more: OpenBLAS's own split of each product
+    is the better one under 512 rows (each part would pack the whole
+    weight matrix for itself)."""
+    threads(2)
+    old = _core._split_mode(-1)
+    try:
+        layers = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers += [nl.Linear(a, b, seed=i), nl.ReLU()]
+        model = nl.Sequential(*layers[:-1])
+        before = _core._split_steps()
+        model.train_step(np.ones((rows, sizes[0]), np.float32), np.zeros(rows, np.int64),
+                         nl.SoftmaxCrossEntropy(), nl.SGD(model, lr=0.01))
+        assert (_core._split_steps() - before == 1) == splits
+    finally:
+        _core._split_mode(old)
+
 @needs_pool
 def test_frozen_layers_and_layers_outside_the_optimizer(threads):
     """Only the optimizer's trainable layers change, as in a whole step; the

@@ -311,7 +311,7 @@ static int runs_in_place(const nn_graph *g, size_t k)
 static void lay_out(nn_graph *g)
 {
     size_t k, act = 0, grad = 0, wr = 0, wf = 0;
-    double macs = 0;
+    double macs = 0, widest = 0;
     for (k = 0; k < g->n_inputs; k++)
         g->alias[k] = k;
     for (k = 0; k < g->n_nodes; k++) {
@@ -334,14 +334,19 @@ static void lay_out(nn_graph *g)
                           &g->ws_fixed[k]);
         wr += g->ws_row[k];
         wf += g->ws_fixed[k];
-        if (op->macs)
-            macs += op->macs(nd->layer);
+        if (op->macs) {
+            double m = op->macs(nd->layer);
+            macs += m;
+            if (m > widest)
+                widest = m;
+        }
     }
     g->act_row = act;
     g->grad_row = grad;
     g->ws_row_total = wr;
     g->ws_fixed_total = wf;
     g->macs_fwd = macs;
+    g->macs_widest = widest;
 }
 
 double nn_graph_macs(const nn_graph *g)
@@ -467,11 +472,18 @@ int nn_set_split_mode(int mode)
  * (0) of N rows between (0 or 1: none): each part must have
  * NN_SPLIT_MIN_ROWS rows, every layer must be row-wise, and the step's
  * products must be big enough that two waits cost little, yet small
- * enough that OpenBLAS's own split of each product is not better.
+ * enough that OpenBLAS's own split of each product is not better. That
+ * is also so when a layer is wide (NN_SPLIT_WIDE_MACS multiply-adds a
+ * row, e.g. 784 x 1024) and the batch short (under NN_SPLIT_WIDE_ROWS
+ * rows): each part would pack that whole weight matrix for itself and
+ * run OpenBLAS's kernels on few rows, where OpenBLAS's split packs half
+ * of it per thread for all the rows.
  */
 #define NN_SPLIT_MIN_ROWS 16
 #define NN_SPLIT_MIN_MACS 1.5e6
 #define NN_SPLIT_MAX_MACS 2.0e9
+#define NN_SPLIT_WIDE_MACS 7.5e5
+#define NN_SPLIT_WIDE_ROWS 512
 
 int nn_split_worth(const nn_graph *g, size_t N, int training)
 {
@@ -485,6 +497,8 @@ int nn_split_worth(const nn_graph *g, size_t N, int training)
         return 0;
     macs = (training ? 3.0 : 1.0) * (double)N * g->macs_fwd;
     if (macs < NN_SPLIT_MIN_MACS || macs > NN_SPLIT_MAX_MACS)
+        return 0;
+    if (g->macs_widest >= NN_SPLIT_WIDE_MACS && N < NN_SPLIT_WIDE_ROWS)
         return 0;
     parts = N / NN_SPLIT_MIN_ROWS;
     return parts > NN_SPLIT_MAX ? NN_SPLIT_MAX : (int)parts;

@@ -746,6 +746,7 @@ typedef struct nn_graph {
     unsigned flags_all;      /* AND of every node's op flags */
     unsigned flags_any;      /* OR of every node's op flags */
     double macs_fwd;         /* multiply-adds of one row's forward pass */
+    double macs_widest;      /* ... of its biggest node (a Linear: in out) */
     nn_plan train, full;     /* train: no input gradients; full: all */
     uint64_t trainable_stamp;
 } nn_graph;
