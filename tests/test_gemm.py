@@ -197,3 +197,28 @@ def test_training_bitwise_equal_across_sets():
                         for p in layer.params.values()]
     for a, b in zip(weights["avx512"], weights["avx2"]):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cap", SIMD_SETS + ["none"])
+@pytest.mark.parametrize("N,I,O", [(32, 64, 32), (32, 32, 10), (5, 7, 3), (9, 33, 24),
+                                   (1, 20, 5), (40, 16, 1), (80, 70, 120)])
+def test_linear_forward_starts_from_the_bias_bitwise(cap, N, I, O):
+    """A Linear's forward starts its product from the bias: small products
+    take the bias row in the kernel, others fill y with it and add the
+    product (beta 1). Either way y is bitwise the product of the same set
+    added to a C filled with the bias rows."""
+    rng = np.random.default_rng(N * 100 + O)
+    lin = nl.Linear(I, O, seed=3)
+    lin.params["b"][...] = rng.standard_normal(O).astype(np.float32)
+    x = rng.standard_normal((N, I)).astype(np.float32)
+    W, b = np.array(lin.params["W"]), np.array(lin.params["b"])
+    old = _core._simd()
+    try:
+        _core._simd(cap)
+        y = lin.forward(x)
+        C = np.repeat(b[None, :], N, axis=0)
+        _core._gemm(x, W, C, False, False, N, O, I, 1.0, 1.0)
+    finally:
+        _core._simd(old)
+    np.testing.assert_array_equal(y, C)
+    np.testing.assert_allclose(y, x.astype(np.float64) @ W + b, rtol=1e-5, atol=1e-5)

@@ -91,6 +91,22 @@ static void FN(gemv_product)(int trans_a, int trans_b, size_t M, size_t N,
     }
 }
 
+/* C (M, N) = A (M, K) B (K, N) + c0 (N) in every row, when the small
+ * products of gemm_small.c take it (float32, M and N above 1, as
+ * nn_gemm would send them there): 1 if done. 0: the caller fills C's rows
+ * with c0 and calls nn_gemm with beta 1, the same roundings. */
+static int FN(small_gemm_from_row)(size_t M, size_t N, size_t K,
+                                   const real *A, const real *B,
+                                   const real *c0, real *C)
+{
+#ifdef NN_REAL_IS_FLOAT
+    if (M > 1 && N > 1 && K > 0 && !nn_reference_gemm_on)
+        return nn_small_sgemm(0, 0, M, N, K, 1, A, K, B, N, 1, c0, C, N);
+#endif
+    (void)M; (void)N; (void)K; (void)A; (void)B; (void)c0; (void)C;
+    return 0;
+}
+
 nn_status FN(nn_gemm)(int trans_a, int trans_b, size_t M, size_t N, size_t K,
                       real alpha, const real *A, size_t lda, const real *B,
                       size_t ldb, real beta, real *C, size_t ldc)
@@ -115,7 +131,7 @@ nn_status FN(nn_gemm)(int trans_a, int trans_b, size_t M, size_t N, size_t K,
     }
 #ifdef NN_REAL_IS_FLOAT
     if (nn_small_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb,
-                       beta, C, ldc))
+                       beta, NULL, C, ldc))
         return NN_OK;
 #endif
     if (beta == 0 && ldc == N && (double)M * N * K < NN_GEMM_ONE_THREAD) {

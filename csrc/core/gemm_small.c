@@ -7,6 +7,7 @@
  * thousand multiply-adds that costs more than the arithmetic. This file
  * computes such products without packing:
  *   C (M, N) = alpha op(A) op(B) + beta C, row-major
+ * (or + beta c0 in every row: a Linear's bias as the starting value)
  * in blocks of 4 rows x 2 vectors of columns of C held in registers,
  * walking k in order (each element of C is one fused multiply-add chain
  * over k, as in OpenBLAS's kernels), B read a row of vectors at a time, A
@@ -128,7 +129,8 @@ int nn_simd_cap(int cap)
 
 int nn_small_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K,
                    float alpha, const float *A, size_t lda, const float *B,
-                   size_t ldb, float beta, float *C, size_t ldc)
+                   size_t ldb, float beta, const float *c0, float *C,
+                   size_t ldc)
 {
 #ifdef NN_HAVE_SMALL_GEMM
     int level;
@@ -138,16 +140,17 @@ int nn_small_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K,
     level = nn_simd_level();
     if (level == NN_SIMD_AVX512)
         small_sgemm_avx512(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb,
-                           beta, C, ldc);
+                           beta, c0, C, ldc);
     else if (level == NN_SIMD_AVX2)
         small_sgemm_avx2(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb,
-                         beta, C, ldc);
+                         beta, c0, C, ldc);
     else
         return 0;
     return 1;
 #else
     (void)trans_a; (void)trans_b; (void)M; (void)N; (void)K; (void)alpha;
-    (void)A; (void)lda; (void)B; (void)ldb; (void)beta; (void)C; (void)ldc;
+    (void)A; (void)lda; (void)B; (void)ldb; (void)beta; (void)c0; (void)C;
+    (void)ldc;
     return 0;
 #endif
 }

@@ -13,8 +13,10 @@
  *
  * Every element of C is the same sequence of roundings on every set:
  * acc = fma(a[k], b[k], acc) for k = 0, 1, ..., K - 1 from acc = 0, then
- * alpha * acc, then fma(beta, c, that) when beta != 0. Only the number of
- * lanes differs, so the sets give bitwise identical products.
+ * alpha * acc, then fma(beta, c, that) when beta != 0, where c is C's
+ * value or, when a row c0 is given, c0[j] (C is then not read: a bias
+ * starts every row). Only the number of lanes differs, so the sets give
+ * bitwise identical products.
  */
 
 #define SK_KERNEL static inline __attribute__((always_inline, target(SK_TARGET)))
@@ -22,13 +24,14 @@
 /*
  * One block of C: rows i .. i + R - 1 (R = 4 or 1), W vectors of columns
  * from j (W = 1 or 2), the last of them masked to `tail` when TAIL.
- * A (M, K) row-major, or (K, M) when TA; B (K, N) row-major.
+ * A (M, K) row-major, or (K, M) when TA; B (K, N) row-major; c0 (N) or
+ * NULL: C's starting row.
  */
 SK_KERNEL void SK(block)(const int R, const int W, const int TAIL,
                          const int TA, size_t K, float alpha, const float *A,
                          size_t lda, size_t i, const float *B, size_t ldb,
-                         size_t j, sk_mask tail, float beta, float *C,
-                         size_t ldc)
+                         size_t j, sk_mask tail, float beta, const float *c0,
+                         float *C, size_t ldc)
 {
     sk_vec acc[4][2];
     size_t k;
@@ -50,13 +53,14 @@ SK_KERNEL void SK(block)(const int R, const int W, const int TAIL,
     }
     for (r = 0; r < R; r++) {
         float *crow = C + (i + r) * ldc + j;
+        const float *start = c0 ? c0 + j : crow;
         for (w = 0; w < W; w++) {
             const int masked = TAIL && w == W - 1;
             sk_vec v = SK_MUL(SK_SET1(alpha), acc[r][w]);
             if (beta != 0)   /* beta == 0 overwrites, even a NaN */
                 v = SK_FMA(SK_SET1(beta),
-                           masked ? SK_LOADM(tail, crow + SK_LANES * w)
-                                  : SK_LOADU(crow + SK_LANES * w),
+                           masked ? SK_LOADM(tail, start + SK_LANES * w)
+                                  : SK_LOADU(start + SK_LANES * w),
                            v);
             if (masked)
                 SK_STOREM(crow + SK_LANES * w, tail, v);
@@ -71,15 +75,16 @@ SK_KERNEL void SK(column_panel)(const int W, const int TAIL, const int TA,
                                 size_t M, size_t K, float alpha,
                                 const float *A, size_t lda, const float *B,
                                 size_t ldb, size_t j, sk_mask tail,
-                                float beta, float *C, size_t ldc)
+                                float beta, const float *c0, float *C,
+                                size_t ldc)
 {
     size_t i;
     for (i = 0; i + 4 <= M; i += 4)
         SK(block)(4, W, TAIL, TA, K, alpha, A, lda, i, B, ldb, j, tail, beta,
-                  C, ldc);
+                  c0, C, ldc);
     for (; i < M; i++)
         SK(block)(1, W, TAIL, TA, K, alpha, A, lda, i, B, ldb, j, tail, beta,
-                  C, ldc);
+                  c0, C, ldc);
 }
 
 /*
@@ -89,14 +94,14 @@ SK_KERNEL void SK(column_panel)(const int W, const int TAIL, const int TA,
 SK_KERNEL void SK(all_panels)(const int TA, size_t M, size_t N, size_t K,
                               float alpha, const float *A, size_t lda,
                               const float *B, size_t ldb, float beta,
-                              float *C, size_t ldc)
+                              const float *c0, float *C, size_t ldc)
 {
     const size_t two = 2 * SK_LANES;
     size_t j, left, part;
     sk_mask tail;
     for (j = 0; j + two <= N; j += two)
         SK(column_panel)(2, 0, TA, M, K, alpha, A, lda, B, ldb, j, SK_TAIL(1),
-                         beta, C, ldc);
+                         beta, c0, C, ldc);
     left = N - j;                       /* 0 <= left < 2 vectors */
     if (left == 0)
         return;
@@ -104,10 +109,10 @@ SK_KERNEL void SK(all_panels)(const int TA, size_t M, size_t N, size_t K,
     tail = SK_TAIL(part ? part : SK_LANES);
     if (left > SK_LANES)
         SK(column_panel)(2, part != 0, TA, M, K, alpha, A, lda, B, ldb, j,
-                         tail, beta, C, ldc);
+                         tail, beta, c0, C, ldc);
     else
         SK(column_panel)(1, part != 0, TA, M, K, alpha, A, lda, B, ldb, j,
-                         tail, beta, C, ldc);
+                         tail, beta, c0, C, ldc);
 }
 
 /* C (M, N) = alpha op(A) op(B) + beta C for a shape gemm_small.c accepted:
@@ -116,7 +121,7 @@ SK_KERNEL void SK(all_panels)(const int TA, size_t M, size_t N, size_t K,
 __attribute__((target(SK_TARGET))) static void
 SK(small_sgemm)(int trans_a, int trans_b, size_t M, size_t N, size_t K,
                 float alpha, const float *A, size_t lda, const float *B,
-                size_t ldb, float beta, float *C, size_t ldc)
+                size_t ldb, float beta, const float *c0, float *C, size_t ldc)
 {
     float bt[NN_SMALL_BT_MAX];
     if (trans_b) {
@@ -129,9 +134,9 @@ SK(small_sgemm)(int trans_a, int trans_b, size_t M, size_t N, size_t K,
         ldb = N;
     }
     if (trans_a)
-        SK(all_panels)(1, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        SK(all_panels)(1, M, N, K, alpha, A, lda, B, ldb, beta, c0, C, ldc);
     else
-        SK(all_panels)(0, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        SK(all_panels)(0, M, N, K, alpha, A, lda, B, ldb, beta, c0, C, ldc);
 }
 
 #undef SK_KERNEL

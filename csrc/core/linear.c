@@ -96,6 +96,8 @@ nn_status FN(nn_op_linear_forward)(const nn_node_io *io)
     size_t N = io->n, I = L->in, O = L->out;
     if (!b)
         return FN(nn_gemm)(0, 0, N, O, I, 1, x, I, LIN_W(L), O, 0, y, O);
+    if (FN(small_gemm_from_row)(N, O, I, x, LIN_W(L), b, y))
+        return NN_OK;
     FN(fill_rows)(y, b, N, O);
     return FN(nn_gemm)(0, 0, N, O, I, 1, x, I, LIN_W(L), O, 1, y, O);
 }
