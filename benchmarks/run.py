@@ -97,14 +97,23 @@ def arch(sizes):
 
 
 def cpu_model():
+    """The CPU's name, with its family and model numbers where /proc/cpuinfo
+    has them (a VM may report only a vendor's family name)."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 key, _, val = line.partition(":")
-                if key.strip() in ("model name", "Model", "cpu model", "Hardware"):
-                    return val.strip()
+                if not key.strip():
+                    break   # the first CPU's block is enough
+                fields.setdefault(key.strip(), val.strip())
     except OSError:
         pass
+    for key in ("model name", "Model", "cpu model", "Hardware"):
+        if key in fields:
+            if "cpu family" in fields and "model" in fields:
+                return f"{fields[key]} (family {fields['cpu family']}, model {fields['model']})"
+            return fields[key]
     return platform.processor() or platform.machine()
 
 
@@ -164,6 +173,25 @@ def numpy_blas_info():
     except Exception:
         pass
     return info
+
+
+def blas_kernels():
+    """The kernel set OpenBLAS chose in each library that loaded it, by
+    threadpoolctl: {"nnlayers": "SkylakeX", "numpy": "SkylakeX"}. The
+    environment's OPENBLAS_CORETYPE overrides OpenBLAS's own choice."""
+    out = {}
+    try:
+        import threadpoolctl
+        for p in threadpoolctl.threadpool_info():
+            if p.get("internal_api") != "openblas":
+                continue
+            path = p.get("filepath", "")
+            who = ("nnlayers" if "scipy_openblas32" in path
+                   else "numpy" if "numpy" in path else os.path.basename(path))
+            out[who] = p.get("architecture")
+    except Exception:
+        pass
+    return out
 
 
 def clean_json(obj):
@@ -732,6 +760,13 @@ def print_table(rows, machine):
     print(f"numpy {machine['numpy_version']}  torch {machine['torch_version'] or 'not available'}"
           f"  jax {machine.get('jax_version') or 'not available'}"
           f"  nnlayers {machine['nnlayers_version'] or 'not available'}")
+    kernels = machine.get("blas_kernels") or {}
+    if kernels:
+        print("OpenBLAS kernels: " + ", ".join(f"{k} {v}" for k, v in kernels.items()))
+    if machine.get("openblas_coretype_env"):
+        print(f"note: OPENBLAS_CORETYPE={machine['openblas_coretype_env']} is set in the "
+              f"environment and picks those kernels; unset it (and OPENBLAS_L2_SIZE) to "
+              f"let OpenBLAS choose for this CPU")
     ref = machine.get("sgemm_reference")
     if ref:
         print(f"% sgemm is relative to the {ref} sgemm rate "
@@ -955,6 +990,9 @@ def main(argv=None):
         machine["affinity_cpus"] = len(os.sched_getaffinity(0))
     except AttributeError:
         pass
+
+    machine["blas_kernels"] = blas_kernels()
+    machine["openblas_coretype_env"] = os.environ.get("OPENBLAS_CORETYPE")
 
     runner = Runner(args, nl, torch, jax)
     t_start = datetime.datetime.now()
