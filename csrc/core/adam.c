@@ -14,7 +14,10 @@
  *           (sqrt(v) + eps) written in torch's order)
  *   p += (-lr / (1 - beta1^t)) m / denom
  * Scalars are worked out in double once per call and rounded to the
- * dtype, as torch passes them to its kernels.
+ * dtype, as torch passes them to its kernels. One departure from torch's
+ * order: the first division is a product with 1 / sqrt(1 - beta2^t),
+ * which can differ from torch by a rounding of denom; the loop is bound
+ * by the divider (a square root and two divisions per value otherwise).
  *
  * State of a segment of n values (optim.c, adam_buffers): exp_avg (m),
  * exp_avg_sq (v), and with amsgrad max_exp_avg_sq (vmax), n values each.
@@ -30,7 +33,7 @@ typedef struct {
     real decay, wd;          /* 1 - lr wd (AdamW); wd (Adam's L2) */
     real lerp_c;             /* FN(lerp)'s c for weight 1 - beta1 */
     real beta2, one_beta2;   /* beta2, 1 - beta2 */
-    real bc2_sqrt, eps;      /* sqrt(1 - beta2^t), eps */
+    real inv_bc2_sqrt, eps;  /* 1 / sqrt(1 - beta2^t), eps */
     real neg_step;           /* -lr / (1 - beta1^t) */
 } FN(adam_coefs);
 
@@ -56,7 +59,7 @@ NN_INLINE void FN(adam_loop)(real *restrict p, const real *restrict g,
             vi = vmax[i] > vi ? vmax[i] : vi;
             vmax[i] = vi;
         }
-        denom = R_SQRT(vi) / c->bc2_sqrt + c->eps;
+        denom = R_SQRT(vi) * c->inv_bc2_sqrt + c->eps;
         p[i] = pi + (c->neg_step * mi) / denom;
     }
 }
@@ -91,7 +94,7 @@ static unsigned FN(adam_setup)(FN(adam_coefs) *c, const nn_hyper *h,
     c->lerp_c = FN(lerp_coef)(1 - h->beta1, &small);
     c->beta2 = (real)h->beta2;
     c->one_beta2 = (real)(1 - h->beta2);
-    c->bc2_sqrt = (real)pow(bc2, 0.5);   /* torch: bias_correction2**0.5 */
+    c->inv_bc2_sqrt = (real)(1 / pow(bc2, 0.5));  /* torch: bc2**0.5 */
     c->eps = (real)(h->eps_hat ? h->eps / pow(bc2, 0.5) : h->eps);
     c->neg_step = (real)(-(h->lr / bc1));
     if (h->weight_decay != 0)
