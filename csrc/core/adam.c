@@ -16,8 +16,10 @@
  * Scalars are worked out in double once per call and rounded to the
  * dtype, as torch passes them to its kernels. One departure from torch's
  * order: the first division is a product with 1 / sqrt(1 - beta2^t),
- * which can differ from torch by a rounding of denom; the loop is bound
- * by the divider (a square root and two divisions per value otherwise).
+ * which can differ from torch by a rounding of denom. With a square root
+ * and two divisions per value the divider held the loop back; with one,
+ * the loop runs at the speed of its memory traffic (p, m and v read and
+ * written, g read).
  *
  * State of a segment of n values (optim.c, adam_buffers): exp_avg (m),
  * exp_avg_sq (v), and with amsgrad max_exp_avg_sq (vmax), n values each.
