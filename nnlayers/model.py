@@ -925,8 +925,7 @@ class Model(_core.Model):
         out, total = {}, 0.0
         for j, (p, t, lf) in enumerate(zip(preds, ys, losses)):
             prefix = f"{self._output_names[j]}_" if self._multi_out else ""
-            v = lf.forward(p, t)
-            lf.backward()  # release the gradient held for backward
+            v = lf._value(p, t)
             total += weights[j] * v
             out[prefix + "loss"] = v
             if lf.is_classification:

@@ -427,6 +427,27 @@ def test_evaluate_consistent_with_loss_on_predictions(batch_size):
     assert res["accuracy"] == pytest.approx(np.mean(np.argmax(pred, 1) == y))
 
 
+def test_evaluate_leaves_a_pending_loss_forward_alone():
+    """evaluate with the loss the user is holding a forward on: backward
+    still hands out that forward's gradient, and the loss can be shared
+    with evaluate calls in other threads."""
+    X, y = blobs(40, seed=26)
+    model = mlp(seed=27)
+    loss = nl.SoftmaxCrossEntropy()
+    pred = model.predict(X[:7])
+    loss.forward(pred, y[:7])
+    res = model.evaluate(X, y, loss)
+    g = loss.backward()
+    assert g.shape == (7, 3)
+    np.testing.assert_allclose(g, ref.softmax_cross_entropy(pred, y[:7])[1], rtol=1e-12)
+    assert loss._value(pred, y[:7]) == pytest.approx(ref.softmax_cross_entropy(pred, y[:7])[0],
+                                                     rel=1e-12)
+    with pytest.raises(ValueError, match="needs a forward"):
+        loss.backward()   # _value held no gradient
+    assert res["loss"] == pytest.approx(ref.softmax_cross_entropy(model.predict(X), y)[0],
+                                        rel=1e-12)
+
+
 def test_evaluate_binary_cross_entropy_accuracy():
     rng = np.random.default_rng(24)
     X = rng.standard_normal((30, 2))

@@ -184,19 +184,21 @@ static int loss_call_prepare(LossObject *self, loss_call *c, PyObject *pred_o,
 
 #define CALL_DATA(a) ((a) ? PyArray_DATA(a) : NULL)
 
-static PyObject *Loss_forward(LossObject *self, PyObject *args, PyObject *kw)
+/* The batch's loss into *value and dL/dpred into a new (N, C) array,
+ * returned (NULL with an exception set on failure). Touches no state of
+ * self. */
+static PyArrayObject *loss_value_and_grad(LossObject *self, PyObject *args,
+                                          PyObject *kw, const char *fmt,
+                                          double *value)
 {
     static char *kwlist[] = {"pred", "target", "sample_weight", NULL};
     nn_module_state *st = nn_state_of_type(Py_TYPE(self));
-    PyObject *pred_o, *target_o, *w_o = Py_None, *result = NULL;
+    PyObject *pred_o, *target_o, *w_o = Py_None;
     PyArrayObject *grad = NULL;
     loss_call c;
-    double value = 0;
     nn_status s;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O:forward", kwlist,
-                                     &pred_o, &target_o, &w_o))
-        return NULL;
-    if (!st || nn_claim(st, &self->busy, "this loss") < 0)
+    if (!st || !PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &pred_o,
+                                            &target_o, &w_o))
         return NULL;
     if (loss_call_prepare(self, &c, pred_o, target_o, w_o, 1) < 0)
         goto exit;
@@ -204,22 +206,46 @@ static PyObject *Loss_forward(LossObject *self, PyObject *args, PyObject *kw)
     if (!grad)
         goto exit;
     Py_BEGIN_ALLOW_THREADS
-    s = nn_loss_eval((nn_dtype)c.dt, self->kind, self->arg, &value,
+    s = nn_loss_eval((nn_dtype)c.dt, self->kind, self->arg, value,
                      PyArray_DATA(grad), PyArray_DATA(c.pred),
                      CALL_DATA(c.labels), CALL_DATA(c.dense), CALL_DATA(c.w),
                      c.N, c.C);
     Py_END_ALLOW_THREADS
     if (s != NN_OK) {
         nn_set_status_error(st, s, "loss");
-        goto exit;
+        Py_CLEAR(grad);
     }
-    Py_XSETREF(self->grad, (PyArrayObject *)Py_NewRef(grad));
-    result = PyFloat_FromDouble(value);
 exit:
     loss_call_free(&c);
-    Py_XDECREF(grad);
+    return grad;
+}
+
+static PyObject *Loss_forward(LossObject *self, PyObject *args, PyObject *kw)
+{
+    nn_module_state *st = nn_state_of_type(Py_TYPE(self));
+    PyArrayObject *grad;
+    double value = 0;
+    if (!st || nn_claim(st, &self->busy, "this loss") < 0)
+        return NULL;
+    grad = loss_value_and_grad(self, args, kw, "OO|O:forward", &value);
+    if (grad)
+        Py_XSETREF(self->grad, grad);   /* held for backward() */
     nn_release(&self->busy);
-    return result;
+    return grad ? PyFloat_FromDouble(value) : NULL;
+}
+
+/* _value(pred, target, sample_weight=None): forward's value without
+ * holding a gradient for backward, so evaluate and gradcheck leave a
+ * pending forward alone and can share the loss between threads. */
+static PyObject *Loss_value(LossObject *self, PyObject *args, PyObject *kw)
+{
+    double value = 0;
+    PyArrayObject *grad =
+        loss_value_and_grad(self, args, kw, "OO|O:_value", &value);
+    if (!grad)
+        return NULL;
+    Py_DECREF(grad);
+    return PyFloat_FromDouble(value);
 }
 
 static PyObject *Loss_backward(LossObject *self, PyObject *na)
@@ -415,6 +441,10 @@ static PyMethodDef Loss_methods[] = {
      "forward(pred, target, sample_weight=None) -> float\n\nThe loss "
      "averaged over the batch (sum over rows of sample_weight[n] times row "
      "n's loss, divided by N); also computes dL/dpred for backward()."},
+    {"_value", (PyCFunction)(void (*)(void))Loss_value,
+     METH_VARARGS | METH_KEYWORDS,
+     "_value(pred, target, sample_weight=None) -> float: forward's value, "
+     "holding no gradient for backward()"},
     {"backward", (PyCFunction)Loss_backward, METH_NOARGS,
      "backward() -> dL/dpred (N, C) of the last forward"},
     {"_correct", (PyCFunction)Loss_correct, METH_VARARGS,
