@@ -486,11 +486,13 @@ def loss_bounds(case, pred_eff, t_ref, want_grad):
         if name == "softmax_cross_entropy":
             m = z.max(axis=1, keepdims=True)
             lse = m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))
-            tsum = T.sum(axis=1, keepdims=True)
+            # sum_c T_nc rounds to within C * eps * sum_c |T_nc|, whatever
+            # the order: with targets of both signs it can cancel
+            tabs = np.abs(T).sum(axis=1, keepdims=True)
             prod = np.where(T != 0, np.abs(T * z), 0)
-            scale = (np.abs(lse) * np.abs(tsum) + prod.sum(axis=1, keepdims=True)).sum() / N
+            scale = (np.abs(lse) * tabs + prod.sum(axis=1, keepdims=True)).sum() / N
             p = f64(ref.softmax_forward(z))
-            gtol = R * C * (eps * (p * np.abs(tsum) + np.abs(T)) / N + tiny)
+            gtol = R * C * (eps * (p * tabs + np.abs(T)) / N + tiny)
             gloose = row_any(bad_in)
         elif name == "nll":
             scale = np.where(T != 0, np.abs(T * z), 0).sum() / N
