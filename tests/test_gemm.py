@@ -18,13 +18,19 @@ DTYPES = [np.float32, np.float64]
 # multiply-adds, float32 products reach the kernels of gemm_small.c
 # (AVX-512 or AVX2): whole two-vector panels, one vector left, a masked
 # partial vector (N not a multiple of 8 or 16) alone or after a whole one,
-# rows left over after blocks of 4, K = 1, and the largest size (2^16)
+# rows left over after blocks of 8 (AVX-512) or 6 (AVX2) and of 4, K = 1,
+# and the largest size (2^16)
 SHAPES = [(1, 7, 5), (6, 1, 5), (1, 1, 9), (4, 3, 1), (1, 300, 200), (300, 1, 200),
           (5, 6, 7), (32, 32, 64), (80, 70, 120),
           (3, 8, 1), (5, 16, 7), (9, 24, 33), (7, 40, 2), (64, 32, 32), (8, 8, 8),
           (32, 10, 32), (8, 3, 5), (16, 7, 40), (6, 20, 9), (5, 45, 3), (2, 2, 2),
           # and with B transposed (copied back) when C has >= 16 rows
           (16, 16, 16), (20, 32, 10), (33, 8, 50), (17, 10, 12), (16, 50, 20)]
+# Above 2^16 multiply-adds and below OpenBLAS's single-thread limit, B not
+# transposed and C at least 32 columns wide: the same kernels
+# (MID_SHAPES), with every kind of row and column left over
+MID_SHAPES = [(37, 64, 200), (70, 33, 64), (23, 32, 700), (13, 48, 300)]
+SHAPES += MID_SHAPES
 PAD = 3   # extra columns: lda, ldb, ldc wider than the operands
 
 
@@ -168,6 +174,38 @@ def test_every_set_matches_float64_product(cap, M, N, K, ta, tb):
     t = tol(np.float32, K)
     np.testing.assert_allclose(got[:, :N], want, rtol=t, atol=t * max(1.0, np.abs(want).max()))
     np.testing.assert_array_equal(got[:, N:], C[:, N:])
+
+
+@pytest.mark.skipif(not SIMD_SETS, reason="this CPU has neither AVX2 nor AVX-512")
+@pytest.mark.parametrize("cap", SIMD_SETS)
+def test_which_products_the_unpacked_kernels_take(cap):
+    """Every product up to 2^16 multiply-adds (a transposed B only small
+    and under C of 16 rows or more); bigger ones only with B not
+    transposed, C 32 columns or wider, B within the L2 cache, and on one
+    thread: under OpenBLAS's single-thread limit, or with nnlayers' OpenBLAS
+    at one thread (as in a training step's batch split)."""
+    takes = _core._small_gemm_takes
+    old, threads = _core._simd(), nl.get_num_threads()
+    try:
+        _core._simd(cap)
+        for M, N, K in MID_SHAPES:
+            assert (M * N * K > 2 ** 16 and M * N * K < 2 ** 19
+                    and takes(M, N, K, False, False) and takes(M, N, K, True, False))
+            assert not takes(M, N, K, False, True)
+        assert takes(64, 32, 32, False, False) and takes(16, 16, 16, False, True)
+        assert not takes(8, 16, 16, False, True)          # C under 16 rows
+        assert not takes(300, 10, 256, False, False)      # C under 32 columns
+        assert not takes(8, 4096, 4096, False, False)     # B beyond any L2
+        nl.set_num_threads(1)
+        assert takes(64, 64, 200, False, False)           # 2^19.6, one thread
+        nl.set_num_threads(2)
+        if nl.get_num_threads() == 2:
+            assert not takes(64, 64, 200, False, False)   # OpenBLAS's threads
+        _core._simd("none")
+        assert not takes(37, 64, 200, False, False) and not takes(8, 8, 8, False, False)
+    finally:
+        _core._simd(old)
+        nl.set_num_threads(threads)
 
 
 def test_simd_hook_names_its_argument():

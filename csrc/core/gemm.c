@@ -6,9 +6,9 @@
  *
  * A single row or column of C goes to gemv: OpenBLAS does not forward such
  * gemm calls to gemv on x86-64, and its gemm would pack all of B for one
- * row. Everything else, in float32 and below NN_SMALL_GEMM_MAX
- * multiply-adds, goes to the AVX2 kernel of gemm_small.c (no packing) when
- * the CPU has AVX2 and FMA; else it is one ordinary call. OpenBLAS keeps
+ * row. Everything else, in float32, goes to the unpacked kernels of
+ * gemm_small.c when they take it (small products, and bigger ones on one
+ * thread whose B stays in cache); else it is one ordinary call. OpenBLAS keeps
  * products of fewer than NN_GEMM_ONE_THREAD multiply-adds on the calling
  * thread, so tiny products never wake its thread pool. For those, an
  * overwrite (beta = 0) of a contiguous C zeroes C with one memset first

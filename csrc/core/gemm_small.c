@@ -1,31 +1,47 @@
 /*
- * gemm_small.c: float32 products too small for OpenBLAS's packing to pay,
- * on CPUs with AVX-512 or with AVX2 and FMA, chosen at run time (cpuid).
+ * gemm_small.c: float32 products for which OpenBLAS's packing does not
+ * pay, on CPUs with AVX-512 or with AVX2 and FMA, chosen at run time
+ * (cpuid).
  *
  * OpenBLAS copies (packs) both operands into its own layout before any
  * product, and checks and allocates per call; for products of a few
- * thousand multiply-adds that costs more than the arithmetic. This file
+ * thousand multiply-adds that costs more than the arithmetic. It also
+ * packs all of B for every call, which is much of the work when C has
+ * few rows: a layer's product on a training step's block of rows
+ * (graph_run.c's batch split gives each thread a few dozen). This file
  * computes such products without packing:
  *   C (M, N) = alpha op(A) op(B) + beta C, row-major
  * (or + beta c0 in every row: a Linear's bias as the starting value)
- * in blocks of 4 rows x 2 vectors of columns of C held in registers,
- * walking k in order (each element of C is one fused multiply-add chain
- * over k, as in OpenBLAS's kernels), B read a row of vectors at a time, A
- * one value at a time (either layout). The last vector of a row that is
- * not whole is read and written through a mask. The kernel is written
- * once (gemm_small_kernel.h) and compiled for 16-float AVX-512 vectors
- * and for 8-float AVX2 vectors; both give bitwise identical products.
+ * in blocks of SK_ROWS rows (8 with AVX-512's 32 registers, 6 with
+ * AVX2's 16) x 2 vectors of columns of C held in registers, walking k in
+ * order (each element of C is one fused multiply-add chain over k, as in
+ * OpenBLAS's kernels), B read a row of vectors at a time, A one value at
+ * a time (either layout). The last vector of a row that is not whole is
+ * read and written through a mask. The kernel is written once
+ * (gemm_small_kernel.h) and compiled for 16-float AVX-512 vectors and for
+ * 8-float AVX2 vectors; both give bitwise identical products.
  *
- * It takes at most NN_SMALL_GEMM_MAX multiply-adds, and B not transposed,
- * or transposed but small enough to copy back (at most NN_SMALL_BT_MAX
- * values, C of 16 rows or more). nn_small_sgemm returns 0 (and does
- * nothing) for any other product, or when the CPU has neither set (or the
- * set was capped by nn_simd_cap for a test): OpenBLAS then does it.
+ * nn_small_sgemm_takes says which products come here:
+ *   - at most NN_SMALL_GEMM_MAX multiply-adds, B not transposed, or
+ *     transposed but small enough to copy back (at most NN_SMALL_BT_MAX
+ *     values, C of 16 rows or more);
+ *   - or bigger ones that run on one thread (OpenBLAS would keep them on
+ *     the calling thread, or is at one thread, as in a split training
+ *     step: these kernels are single-threaded), with B not transposed,
+ *     C at least 32 columns wide (whole two-vector panels of SK_ROWS
+ *     rows: fewer columns leave too few sums to hide the multiply-add's
+ *     latency) and B small enough to stay
+ *     in the core's L2 cache (7/8 of it), from where each block of rows
+ *     reads it again.
+ * For any other product, or when the CPU has neither set (or the set
+ * was capped by nn_simd_cap for a test), nn_small_sgemm returns 0 and
+ * does nothing: OpenBLAS then does it.
  */
 #include "nn.h"
 #include "nn_blas.h"
 
 #include <stddef.h>
+#include <unistd.h>
 
 /* The instruction set in use: the CPU's best, lowered by nn_simd_cap (a
  * test hook that runs the AVX2 path on an AVX-512 machine). Both are read
@@ -45,6 +61,7 @@ static int simd_cap = NN_SIMD_AVX512;
 #define SK(name) name##_avx2
 #define SK_TARGET "avx2,fma"
 #define SK_LANES 8
+#define SK_ROWS 6
 #define sk_vec __m256
 #define sk_mask __m256i
 #define SK_ZERO() _mm256_setzero_ps()
@@ -61,6 +78,7 @@ static int simd_cap = NN_SIMD_AVX512;
 #undef SK
 #undef SK_TARGET
 #undef SK_LANES
+#undef SK_ROWS
 #undef sk_vec
 #undef sk_mask
 #undef SK_ZERO
@@ -77,6 +95,7 @@ static int simd_cap = NN_SIMD_AVX512;
 #define SK(name) name##_avx512
 #define SK_TARGET "avx512f"
 #define SK_LANES 16
+#define SK_ROWS 8
 #define sk_vec __m512
 #define sk_mask __mmask16
 #define SK_ZERO() _mm512_setzero_ps()
@@ -127,6 +146,37 @@ int nn_simd_cap(int cap)
     return __atomic_exchange_n(&simd_cap, cap, __ATOMIC_RELAXED);
 }
 
+/* Bytes of B that the unpacked kernels read again for every block of
+ * rows of a product above NN_SMALL_GEMM_MAX: 7/8 of the L2 cache of a
+ * core (glibc's sysconf; 256 KiB when it does not say), probed once */
+static size_t b_budget(void)
+{
+    static size_t budget;   /* atomic; 0 until probed */
+    size_t v = __atomic_load_n(&budget, __ATOMIC_RELAXED);
+    if (v == 0) {
+        long l2 = -1;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+        l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+        v = (l2 > 0 ? (size_t)l2 : (size_t)256 << 10) / 8 * 7;
+        __atomic_store_n(&budget, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+int nn_small_sgemm_takes(int trans_a, int trans_b, size_t M, size_t N,
+                         size_t K)
+{
+    double macs = (double)M * N * K;
+    (void)trans_a;
+    if (nn_simd_level() == NN_SIMD_NONE)
+        return 0;
+    if (macs <= NN_SMALL_GEMM_MAX)
+        return !trans_b || (K * N <= NN_SMALL_BT_MAX && M >= 16);
+    return !trans_b && N >= 32 && (double)K * N * sizeof(float) <= b_budget() &&
+           (macs < NN_GEMM_ONE_THREAD || NN_BLAS(openblas_get_num_threads)() == 1);
+}
+
 int nn_small_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K,
                    float alpha, const float *A, size_t lda, const float *B,
                    size_t ldb, float beta, const float *c0, float *C,
@@ -134,8 +184,7 @@ int nn_small_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K,
 {
 #ifdef NN_HAVE_SMALL_GEMM
     int level;
-    if ((double)M * N * K > NN_SMALL_GEMM_MAX ||
-        (trans_b && (K * N > NN_SMALL_BT_MAX || M < 16)))
+    if (!nn_small_sgemm_takes(trans_a, trans_b, M, N, K))
         return 0;
     level = nn_simd_level();
     if (level == NN_SIMD_AVX512)

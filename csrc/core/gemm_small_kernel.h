@@ -5,6 +5,8 @@
  *   SK(name)        name with the set's suffix (block_avx2, ...)
  *   SK_TARGET       the GCC target string ("avx2,fma", "avx512f")
  *   SK_LANES        floats per vector (8 or 16)
+ *   SK_ROWS         rows of C per block of two-vector panels (6 or 8: as
+ *                   many accumulators as the set's registers hold)
  *   sk_vec, sk_mask the vector and tail-mask types
  *   SK_ZERO() SK_SET1(x) SK_LOADU(p) SK_STOREU(p, v) SK_FMA(a, b, c)
  *   SK_MUL(a, b) SK_TAIL(n) SK_LOADM(m, p) SK_STOREM(p, m, v)
@@ -22,7 +24,7 @@
 #define SK_KERNEL static inline __attribute__((always_inline, target(SK_TARGET)))
 
 /*
- * One block of C: rows i .. i + R - 1 (R = 4 or 1), W vectors of columns
+ * One block of C: rows i .. i + R - 1 (R = SK_ROWS, 4 or 1), W vectors of columns
  * from j (W = 1 or 2), the last of them masked to `tail` when TAIL.
  * A (M, K) row-major, or (K, M) when TA; B (K, N) row-major; c0 (N) or
  * NULL: C's starting row.
@@ -33,7 +35,7 @@ SK_KERNEL void SK(block)(const int R, const int W, const int TAIL,
                          size_t j, sk_mask tail, float beta, const float *c0,
                          float *C, size_t ldc)
 {
-    sk_vec acc[4][2];
+    sk_vec acc[SK_ROWS][2];
     size_t k;
     int r, w;
     for (r = 0; r < R; r++)
@@ -70,7 +72,10 @@ SK_KERNEL void SK(block)(const int R, const int W, const int TAIL,
     }
 }
 
-/* Columns j .. j + W vectors of every row of C, 4 rows at a time. */
+/* Columns j .. j + W vectors of every row of C: two-vector panels
+ * SK_ROWS rows at a time, then 4; one-vector panels 4 at a time (with
+ * one vector of B per 4 or more broadcasts of A, more rows only add
+ * loads). */
 SK_KERNEL void SK(column_panel)(const int W, const int TAIL, const int TA,
                                 size_t M, size_t K, float alpha,
                                 const float *A, size_t lda, const float *B,
@@ -78,8 +83,12 @@ SK_KERNEL void SK(column_panel)(const int W, const int TAIL, const int TA,
                                 float beta, const float *c0, float *C,
                                 size_t ldc)
 {
-    size_t i;
-    for (i = 0; i + 4 <= M; i += 4)
+    size_t i = 0;
+    if (W == 2)
+        for (; i + SK_ROWS <= M; i += SK_ROWS)
+            SK(block)(SK_ROWS, W, TAIL, TA, K, alpha, A, lda, i, B, ldb, j,
+                      tail, beta, c0, C, ldc);
+    for (; i + 4 <= M; i += 4)
         SK(block)(4, W, TAIL, TA, K, alpha, A, lda, i, B, ldb, j, tail, beta,
                   c0, C, ldc);
     for (; i < M; i++)

@@ -105,6 +105,10 @@ int nn_simd_level(void);
 /* Caps the set (NN_SIMD_*; a test hook that runs the AVX2 path, or
  * OpenBLAS alone, on an AVX-512 machine). Returns the old cap. */
 int nn_simd_cap(int cap);
+/* 1 if a float32 product of this shape goes to those kernels now (the set
+ * as capped, OpenBLAS's thread count as it is) */
+int nn_small_sgemm_takes(int trans_a, int trans_b, size_t M, size_t N,
+                         size_t K);
 /* Batch splitting of training steps (graph_run.c): -1 by size (default),
  * 0 never, 1 whenever there are threads. Returns the old mode. */
 int nn_set_split_mode(int mode);

@@ -74,13 +74,13 @@ static inline int nn_blas_fits(size_t M, size_t N, size_t K, size_t lda,
 #define NN_GEMM_ONE_THREAD 524288.0
 
 /* float32 products of at most this many multiply-adds (2^16) may go to
- * the AVX-512 or AVX2 kernels of gemm_small.c (see there): above it, OpenBLAS's
- * packing pays for itself (64 x 64 x 32 was a tie). */
+ * the AVX-512 or AVX2 kernels of gemm_small.c whatever their shape;
+ * bigger ones only when gemm_small.c's nn_small_sgemm_takes says so. */
 #define NN_SMALL_GEMM_MAX 65536.0
 
 /* gemm_small.c: 1 if it computed C (M, N) = alpha op(A) op(B) + beta C
- * (with c0 (N) not NULL: + beta c0 in every row, C not read), 0 if the
- * product is not small or the CPU lacks AVX-512 and AVX2/FMA. */
+ * (with c0 (N) not NULL: + beta c0 in every row, C not read), 0 (nothing
+ * done) if it does not take the product (nn.h's nn_small_sgemm_takes). */
 int nn_small_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K,
                    float alpha, const float *A, size_t lda, const float *B,
                    size_t ldb, float beta, const float *c0, float *C,

@@ -144,6 +144,26 @@ static PyObject *simd(PyObject *m, PyObject *args)
     return PyUnicode_FromString(simd_names[nn_simd_level()]);
 }
 
+/* _small_gemm_takes(M, N, K, trans_a, trans_b) -> bool: whether a float32
+ * product of that shape goes to gemm_small.c's kernels now (the set as
+ * capped, OpenBLAS's thread count as it is): a test hook */
+static PyObject *small_gemm_takes(PyObject *m, PyObject *args)
+{
+    Py_ssize_t M, N, K;
+    int ta, tb;
+    (void)m;
+    if (!PyArg_ParseTuple(args, "nnnpp:_small_gemm_takes", &M, &N, &K, &ta,
+                          &tb))
+        return NULL;
+    if (M < 0 || N < 0 || K < 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "_small_gemm_takes: M, N and K must be >= 0");
+        return NULL;
+    }
+    return PyBool_FromLong(
+        nn_small_sgemm_takes(ta, tb, (size_t)M, (size_t)N, (size_t)K));
+}
+
 static PyObject *pool_info(PyObject *m, PyObject *na)
 {
     (void)m;
@@ -398,6 +418,10 @@ static PyMethodDef module_methods[] = {
     {"_simd", simd, METH_VARARGS,
      "_simd(cap=None) -> str: the vector set of the small products "
      "('avx512', 'avx2', 'none'); cap lowers it (test hook)"},
+    {"_small_gemm_takes", small_gemm_takes, METH_VARARGS,
+     "_small_gemm_takes(M, N, K, trans_a, trans_b) -> bool: whether a "
+     "float32 product of that shape goes to the unpacked kernels now (test "
+     "hook)"},
     {"_pool_info", pool_info, METH_NOARGS,
      "_pool_info() -> {'installed': bool, 'workers': int}: nnlayers' own "
      "worker threads (OpenBLAS's parallel products run on them)"},
