@@ -173,8 +173,10 @@ int nn_small_sgemm_takes(int trans_a, int trans_b, size_t M, size_t N,
         return 0;
     if (macs <= NN_SMALL_GEMM_MAX)
         return !trans_b || (K * N <= NN_SMALL_BT_MAX && M >= 16);
-    return !trans_b && N >= 32 && (double)K * N * sizeof(float) <= b_budget() &&
-           (macs < NN_GEMM_ONE_THREAD || NN_BLAS(openblas_get_num_threads)() == 1);
+    return !trans_b && N >= 32 &&
+           (double)K * N * sizeof(float) <= (double)b_budget() &&
+           (macs < NN_GEMM_ONE_THREAD ||
+            NN_BLAS(openblas_get_num_threads)() == 1);
 }
 
 int nn_small_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K,

@@ -24,8 +24,8 @@
 #define SK_KERNEL static inline __attribute__((always_inline, target(SK_TARGET)))
 
 /*
- * One block of C: rows i .. i + R - 1 (R = SK_ROWS, 4 or 1), W vectors of columns
- * from j (W = 1 or 2), the last of them masked to `tail` when TAIL.
+ * One block of C: rows i .. i + R - 1 (R = SK_ROWS, 4 or 1), W vectors of
+ * columns from j (W = 1 or 2), the last of them masked to `tail` when TAIL.
  * A (M, K) row-major, or (K, M) when TA; B (K, N) row-major; c0 (N) or
  * NULL: C's starting row.
  */
