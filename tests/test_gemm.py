@@ -214,23 +214,31 @@ def test_simd_hook_names_its_argument():
 
 
 @pytest.mark.skipif(len(SIMD_SETS) < 2, reason="this CPU has no AVX-512: one set only")
-def test_training_bitwise_equal_across_sets():
+@pytest.mark.parametrize("rows,width,hidden", [(32, 64, 32), (48, 300, 64)])
+def test_training_bitwise_equal_across_sets(rows, width, hidden):
     """A small float32 network (whose products all take the small kernels,
-    10-wide masked ones included) trains to the same bits on both sets."""
+    10-wide masked ones included), and at one thread one whose first
+    layer's products are above 2^19 multiply-adds (the unpacked path for
+    one thread), train to the same bits on both sets."""
     rng = np.random.default_rng(5)
-    X = rng.standard_normal((32, 64)).astype(np.float32)
-    y = rng.integers(0, 10, 32)
+    X = rng.standard_normal((rows, width)).astype(np.float32)
+    y = rng.integers(0, 10, rows)
     weights = {}
+    threads = nl.get_num_threads()
     for cap in SIMD_SETS:
-        model = nl.Sequential(nl.Linear(64, 32, seed=1), nl.ReLU(), nl.Linear(32, 10, seed=2))
+        model = nl.Sequential(nl.Linear(width, hidden, seed=1), nl.ReLU(),
+                              nl.Linear(hidden, 10, seed=2))
         opt = nl.SGD(model, lr=0.1, momentum=0.9)
         old = _core._simd()
         try:
             _core._simd(cap)
+            nl.set_num_threads(1)
+            assert _core._small_gemm_takes(rows, hidden, width, False, False)
             for _ in range(5):
                 model.train_step(X, y, nl.SoftmaxCrossEntropy(), opt)
         finally:
             _core._simd(old)
+            nl.set_num_threads(threads)
         weights[cap] = [np.array(p) for layer in (model[0], model[2])
                         for p in layer.params.values()]
     for a, b in zip(weights["avx512"], weights["avx2"]):
@@ -239,7 +247,7 @@ def test_training_bitwise_equal_across_sets():
 
 @pytest.mark.parametrize("cap", SIMD_SETS + ["none"])
 @pytest.mark.parametrize("N,I,O", [(32, 64, 32), (32, 32, 10), (5, 7, 3), (9, 33, 24),
-                                   (1, 20, 5), (40, 16, 1), (80, 70, 120)])
+                                   (1, 20, 5), (40, 16, 1), (80, 70, 120), (40, 150, 64)])
 def test_linear_forward_starts_from_the_bias_bitwise(cap, N, I, O):
     """A Linear's forward starts its product from the bias: small products
     take the bias row in the kernel, others fill y with it and add the
