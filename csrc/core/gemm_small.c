@@ -30,9 +30,8 @@
  *     step: these kernels are single-threaded), with B not transposed,
  *     C at least 32 columns wide (whole two-vector panels of SK_ROWS
  *     rows: fewer columns leave too few sums to hide the multiply-add's
- *     latency) and B small enough to stay
- *     in the core's L2 cache (7/8 of it), from where each block of rows
- *     reads it again.
+ *     latency) and B small enough to stay in the core's L2 cache (7/8 of
+ *     it), from where each block of rows reads it again.
  * For any other product, or when the CPU has neither set (or the set
  * was capped by nn_simd_cap for a test), nn_small_sgemm returns 0 and
  * does nothing: OpenBLAS then does it.
