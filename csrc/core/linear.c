@@ -62,6 +62,54 @@ static void FN(column_sums_block)(real *out, const real *g, size_t N,
     }
 }
 
+#ifdef NN_AVX512_KERNELS
+/* Columns [o0, o0 + 16 nv) of g (N, O) summed over its rows into acc, the
+ * last vector under mask `last` (nv a constant where it is inlined) */
+__attribute__((target("avx512f"), always_inline)) static inline void
+column_sums_x16(__m512 *acc, const float *g, size_t N, size_t O, size_t o0,
+                size_t nv, __mmask16 last)
+{
+    size_t n, v;
+    for (v = 0; v < nv; v++)
+        acc[v] = _mm512_setzero_ps();
+    for (n = 0; n < N; n++) {
+        const float *row = g + n * O + o0;
+        for (v = 0; v + 1 < nv; v++)
+            acc[v] = _mm512_add_ps(acc[v], _mm512_loadu_ps(row + 16 * v));
+        acc[v] = _mm512_add_ps(acc[v],
+                               _mm512_maskz_loadu_ps(last, row + 16 * v));
+    }
+}
+
+/* column_sums_block with AVX-512: a block of up to 64 sums in registers,
+ * each the same chain of adds over the rows */
+__attribute__((target("avx512f"))) static void
+column_sums_avx512(float *out, const float *g, size_t N, size_t O,
+                   size_t lo, size_t hi, int add)
+{
+    size_t o0, v;
+    for (o0 = lo; o0 < hi; o0 += 64) {
+        size_t w = hi - o0 < 64 ? hi - o0 : 64, nv = (w + 15) / 16;
+        size_t tail = w - 16 * (nv - 1);
+        __mmask16 last = (__mmask16)((1u << tail) - 1), m;
+        __m512 acc[4];
+        switch (nv) {
+        case 1: column_sums_x16(acc, g, N, O, o0, 1, last); break;
+        case 2: column_sums_x16(acc, g, N, O, o0, 2, last); break;
+        case 3: column_sums_x16(acc, g, N, O, o0, 3, last); break;
+        default: column_sums_x16(acc, g, N, O, o0, 4, last); break;
+        }
+        for (v = 0; v < nv; v++) {
+            float *o = out + o0 + 16 * v;
+            m = v + 1 < nv ? (__mmask16)0xFFFF : last;
+            if (add)
+                acc[v] = _mm512_add_ps(_mm512_maskz_loadu_ps(m, o), acc[v]);
+            _mm512_mask_storeu_ps(o, m, acc[v]);
+        }
+    }
+}
+#endif
+
 typedef struct {
     real *out;
     const real *g;
@@ -72,6 +120,13 @@ typedef struct {
 static void FN(column_sums_piece)(void *arg, size_t lo, size_t hi)
 {
     const FN(colsum_args) *p = arg;
+#ifdef NN_AVX512_KERNELS
+    if (nn_simd_level() == NN_SIMD_AVX512) {
+        column_sums_avx512(p->out, p->g, p->N, p->O, p->lo + lo, p->lo + hi,
+                           p->add);
+        return;
+    }
+#endif
     FN(column_sums_block)(p->out, p->g, p->N, p->O, p->lo + lo, p->lo + hi,
                           p->add);
 }

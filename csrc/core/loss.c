@@ -135,6 +135,95 @@ NN_INLINE double FN(xent_row)(real *e, const real *z, real m, double s,
 #define ROW_SCALE(w, n, scale) ((w) ? (double)(w)[n] * (scale) : (scale))
 #define ROW_WEIGHT(w, n) ((w) ? (double)(w)[n] : 1.0)
 
+#ifdef NN_AVX512_KERNELS
+/*
+ * Softmax cross-entropy on rows of at most 16 classes (an output layer's
+ * usual width) with AVX-512: each row is one vector under a mask, where
+ * the loops over C of the code below run a few lanes at a time and spend
+ * most of their time on loop overhead and remainders. Same steps as
+ * softmax_xent_rows with labels, in the same order: the same bits.
+ */
+
+/* nn_exp_nonpositive_f32 on 16 lanes, operation for operation */
+__attribute__((target("avx512f"), always_inline)) static inline __m512
+exp_nonpositive_x16(__m512 x)
+{
+    const __m512 lo = _mm512_set1_ps(-87.0f), sh = _mm512_set1_ps(12582912.0f);
+    __mmask16 above = _mm512_cmp_ps_mask(x, lo, _CMP_GT_OQ);   /* NaN: 0 */
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    __m512 xc = _mm512_mask_blend_ps(above, lo, x);
+    __m512 k = _mm512_sub_ps(
+        _mm512_add_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504f)), sh), sh);
+    __m512 r = _mm512_sub_ps(
+        _mm512_sub_ps(xc, _mm512_mul_ps(k, _mm512_set1_ps(0.693359375f))),
+        _mm512_mul_ps(k, _mm512_set1_ps(-2.12194440e-4f)));
+    __m512 p = _mm512_set1_ps(1.98412701e-4f);
+    __m512i bits;
+    p = _mm512_add_ps(_mm512_set1_ps(1.38888892e-3f), _mm512_mul_ps(r, p));
+    p = _mm512_add_ps(_mm512_set1_ps(8.33333377e-3f), _mm512_mul_ps(r, p));
+    p = _mm512_add_ps(_mm512_set1_ps(4.16666679e-2f), _mm512_mul_ps(r, p));
+    p = _mm512_add_ps(_mm512_set1_ps(1.66666672e-1f), _mm512_mul_ps(r, p));
+    p = _mm512_add_ps(_mm512_set1_ps(0.5f), _mm512_mul_ps(r, p));
+    p = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_mul_ps(r, p));
+    p = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_mul_ps(r, p));
+    bits = _mm512_slli_epi32(
+        _mm512_add_epi32(_mm512_cvttps_epi32(k), _mm512_set1_epi32(127)), 23);
+    p = _mm512_maskz_mul_ps(above, p, _mm512_castsi512_ps(bits));
+    return _mm512_mask_blend_ps(nan, p, x);
+}
+
+/* e (n) = exp(e) in place, e <= 0 or NaN */
+__attribute__((target("avx512f"), always_inline)) static inline void
+exp_nonpositive_block_x16(float *e, size_t n)
+{
+    size_t i;
+    for (i = 0; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(e + i, exp_nonpositive_x16(_mm512_loadu_ps(e + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(
+            e + i, m, exp_nonpositive_x16(_mm512_maskz_loadu_ps(m, e + i)));
+    }
+}
+
+/* The labels case of softmax_xent_rows for 1 <= C <= 16; returns the sum
+ * of the (weighted) row losses */
+__attribute__((target("avx512f"))) static double
+softmax_xent_narrow_avx512(float *dpred, const float *pred,
+                           const int64_t *labels, const float *w, size_t N,
+                           size_t C, double scale)
+{
+    const __mmask16 row = (__mmask16)((1u << C) - 1);
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    size_t n0, r;
+    double total = 0;
+    for (n0 = 0; n0 < N; n0 += XENT_CHUNK) {
+        size_t rows = N - n0 < XENT_CHUNK ? N - n0 : XENT_CHUNK;
+        float m[XENT_CHUNK];
+        double s[XENT_CHUNK];
+        float *block = dpred + n0 * C;
+        /* shifted logits z - max(z), a row per vector */
+        for (r = 0; r < rows; r++) {
+            __m512 z = _mm512_maskz_loadu_ps(row, pred + (n0 + r) * C);
+            m[r] = _mm512_reduce_max_ps(_mm512_mask_mov_ps(ninf, row, z));
+            _mm512_mask_storeu_ps(block + r * C, row,
+                                  _mm512_sub_ps(z, _mm512_set1_ps(m[r])));
+        }
+        exp_nonpositive_block_x16(block, rows * C);
+        for (r = 0; r < rows; r++)
+            s[r] = row_sum_f32(block + r * C, C);
+        for (r = 0; r < rows; r++) {
+            size_t n = n0 + r;
+            double gs = ROW_SCALE(w, n, scale);
+            total += ROW_WEIGHT(w, n) *
+                     xent_row_f32(block + r * C, pred + n * C, m[r], s[r],
+                                  labels, NULL, n, C, gs);
+        }
+    }
+    return total;
+}
+#endif
+
 NN_VECTOR_CLONES
 static nn_status FN(softmax_xent_rows)(double *sum, real *dpred,
                                        const real *pred,
@@ -148,6 +237,12 @@ static nn_status FN(softmax_xent_rows)(double *sum, real *dpred,
         return NN_ERR_LABEL;
     if (!labels && !T)
         return NN_ERR_ARG;
+#ifdef NN_AVX512_KERNELS
+    if (labels && C >= 1 && C <= 16 && nn_simd_level() == NN_SIMD_AVX512) {
+        *sum = softmax_xent_narrow_avx512(dpred, pred, labels, w, N, C, scale);
+        return NN_OK;
+    }
+#endif
     /* Chunks of rows: shifted logits for the whole chunk, one exp pass
      * over its block (long vector loops even for narrow rows), then each
      * row's loss and gradient. */

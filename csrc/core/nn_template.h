@@ -61,6 +61,17 @@ typedef double real;
 #define NN_VECTOR_CLONES
 #endif
 
+/* NN_AVX512_KERNELS: float32 kernels written with AVX-512 intrinsics
+ * (the bias gradient in linear.c, softmax cross-entropy in loss.c), each
+ * the same operations in the same order as the loop it stands for, so the
+ * same bits. nn_simd_level() chooses them at run time, and its cap lets
+ * the tests run the loops instead on an AVX-512 machine. */
+#if defined(NN_REAL_IS_FLOAT) && defined(__GNUC__) && !defined(__clang__) && \
+    defined(__x86_64__) && !defined(NN_NO_CLONES)
+#define NN_AVX512_KERNELS 1
+#include <immintrin.h>
+#endif
+
 /* NN_INLINE on a small helper of such a loop: inlined into each clone,
  * so the helper's loops are compiled for AVX2 too. */
 #if defined(__GNUC__)
