@@ -26,3 +26,28 @@ def test_benchmarks_quick_run_writes_json_with_nnlayers_rows(tmp_path):
     for r in nl_rows:
         assert r["ms"] > 0 and r["ms"] == r["ms"], r
     assert data["targets"], "no targets in the JSON"
+
+
+def test_fma_peak_builds_and_reports_both_rates(tmp_path):
+    """benchmarks/fma_peak.c (the README's FMA peak) compiles with the
+    compiler that built Python, reports a 1-thread and a 2-thread rate,
+    and refuses a bad thread count."""
+    import re
+    import shlex
+    import sysconfig
+
+    exe = tmp_path / "fma_peak"
+    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    src = os.path.join(ROOT, "benchmarks", "fma_peak.c")
+    build = subprocess.run(cc + ["-O2", "-pthread", src, "-o", str(exe)],
+                           capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe), "2"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    m = re.fullmatch(r"(AVX-512|AVX2) float32 FMA peak: 1 thread ([\d.]+) GFLOP/s, "
+                     r"2 threads ([\d.]+) GFLOP/s\n", run.stdout)
+    assert m, run.stdout
+    one, two = float(m.group(2)), float(m.group(3))
+    assert one > 0 and two > 0, run.stdout
+    bad = subprocess.run([str(exe), "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "usage" in bad.stderr
