@@ -458,13 +458,12 @@ def fit(model, X, y, comm, shard=None, loss=None, optimizer=None, epochs=1, batc
             xs, ys = [np.asarray(a)[rows] for a in xs], [np.asarray(t)[rows] for t in ys]
             sw = None if sw is None else np.asarray(sw)[rows]
         xs = [_core.as_input(a, model.dtype, "X") for a in xs]
-        for a in xs:
-            _core.check_finite(a, "X")
         n = xs[0].shape[0]
-        w = _row_weights(sw, class_weight, ys, n, model.dtype, model._multi_out)
         loss_arg = losses if model._multi_out else losses[0]
         X_arg, y_arg = (xs if model._multi_in else xs[0]), (ys if model._multi_out else ys[0])
+        # the inputs' shapes, NaN and inf (one pass over X), and the targets
         model._check_data(X_arg, y_arg, loss_arg, "X", "y")
+        w = _row_weights(sw, class_weight, ys, n, model.dtype, model._multi_out)
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")

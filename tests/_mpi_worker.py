@@ -139,6 +139,14 @@ def case_failures(comm, out):
     m = seq(dropout=False)
     xr = X[:40] if comm.rank == 0 else X[:40, :5]
     res["bad_input"] = attempt(lambda: m.fit(xr, Y[:40], comm=comm, verbose=0))
+    # NaN in rank 1's X only: named by row and column, nothing updated
+    m = seq(dropout=False)
+    before = m._param_block().copy()
+    xn = X[:40].copy()
+    if comm.rank == 1:
+        xn[7, 2] = np.nan
+    res["nan_input"] = attempt(lambda: m.fit(xn, Y[:40], comm=comm, verbose=0))
+    res["nan_input"]["changed"] = bool(np.any(m._param_block() != before))
     # mismatched models: rank 1 has a wider hidden layer; then another layer count
     m = nl.Sequential(nl.Linear(6, 10 + comm.rank), nl.Linear(10 + comm.rank, 3)).astype(
         np.float64)

@@ -159,6 +159,10 @@ def test_failures_stop_every_rank_naming_the_rank(tmp_path):
         assert res["bad_input"]["type"] == "RankFailedError"
         assert "rank 1" in res["bad_input"]["message"] and "rank 0" not in \
             res["bad_input"]["message"].split("failed:")[1]
+        got = res["nan_input"]
+        assert got["type"] == "RankFailedError", got
+        assert "rank 1: ValueError: X holds nan at row 7 (column 2)" in got["message"], got
+        assert not got["changed"]
         for key in ("mismatch_width", "mismatch_layers"):
             assert res[key]["type"] == "ValueError", res[key]
             assert "differs between ranks" in res[key]["message"]
