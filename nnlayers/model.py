@@ -908,6 +908,14 @@ class Model(_core.Model):
                                         metrics=metrics)
         losses = self._losses(loss)
         self._check_data(X, y, losses if self._multi_out else losses[0], "X", "y")
+        return self._evaluate_checked(X, y, loss=loss, batch_size=batch_size,
+                                      loss_weights=loss_weights, metrics=metrics)
+
+    def _evaluate_checked(self, X, y, loss=None, batch_size=None, loss_weights=None,
+                          metrics=None):
+        """evaluate on data that _check_data has passed: fit checks its
+        validation data once, before the first epoch, not at every epoch's
+        end (a pass over all of X_val each time)."""
         preds = self.predict(X, batch_size=batch_size)
         preds = preds if self._multi_out else [preds]
         return self._evaluate_predictions(preds, self._targets_list(y), loss=loss,
@@ -1101,8 +1109,8 @@ class Model(_core.Model):
             logs = self._epoch_logs(loss_sum, seen, sums, correct, classify, metric_list,
                                     msums, X_arg, y_arg)
             if val is not None:
-                v = self.evaluate(val[0], val[1], loss_arg, metrics=metric_list,
-                                  loss_weights=weights if self._multi_out else None)
+                v = self._evaluate_checked(val[0], val[1], loss_arg, metrics=metric_list,
+                                           loss_weights=weights if self._multi_out else None)
                 logs.update({"val_" + k: x for k, x in v.items()})
             if schedule is not None and not _per_step(schedule):
                 schedule.step()

@@ -511,3 +511,27 @@ def test_gradcheck_model_with_its_loss():
     assert nl.SoftmaxCrossEntropy().forward(p, y) == pytest.approx(
         ref.softmax_cross_entropy(p, y)[0], rel=1e-12)
     assert copy.deepcopy(model).forward(X).shape == (6, 3)
+
+
+def test_validation_data_is_checked_once_per_fit(monkeypatch):
+    """fit checks validation_data (shapes, NaN and inf, labels) once, before
+    the first update, and then evaluates it after every epoch without
+    reading all of X_val for NaN again; the values are evaluate's."""
+    X, y = blobs()
+    model = mlp()
+    seen = []
+    real = nl.Model._check_data
+
+    def spy(self, *args):
+        seen.append(args[-2])   # the name the check reports X under
+        return real(self, *args)
+
+    monkeypatch.setattr(nl.Model, "_check_data", spy)
+    hist = model.fit(X, y, optimizer=nl.SGD(model, 0.1), epochs=3, batch_size=16,
+                     verbose=0, validation_data=(X[:20], y[:20]))
+    assert seen == ["validation_data X"]
+    assert len(hist.history["val_loss"]) == 3
+    final = model.evaluate(X[:20], y[:20])
+    assert seen[1:] == ["X"]    # evaluate itself still checks
+    assert hist.history["val_loss"][-1] == final["loss"]
+    assert hist.history["val_accuracy"][-1] == final["accuracy"]
