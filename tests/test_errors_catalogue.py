@@ -280,6 +280,12 @@ BAD_LABELS = {
     "negative": ([0, 1, -1, 2, 0, 1], r"target labels must be in \[0, 3\), got -1 at index 2"),
     "non_integral": ([0, 1, 2, 0.5, 0, 1], r"target labels must be whole numbers.*0\.5 at index 3"),
     "nan": ([0, 1, 2, np.nan, 0, 1], r"target labels must be whole numbers.*nan at index 3"),
+    # float and uint64 labels have range checks of their own (no int64 pass after)
+    "float_out_of_range": (np.array([0.0, 1, 2, 3, 0, 1]),
+                           r"target labels must be in \[0, 3\), got 3 at index 3"),
+    "uint64_past_int64": (np.array([0, 1, 2, 2**63 + 5, 0, 1], dtype=np.uint64),
+                          r"target labels must be in \[0, 3\), got 9223372036854775813 "
+                          r"at index 3"),
 }
 
 

@@ -191,6 +191,7 @@ static PyArrayObject *prepare_labels(PyArrayObject *y, size_t C)
 {
     PyArrayObject *f = NULL, *labels = NULL;
     npy_intp i, n = PyArray_DIM(y, 0);
+    int in_range = 0;   /* a pass below has checked [0, C) already */
     if (PyArray_DESCR(y)->kind == 'f') {
         const double *v;
         f = (PyArrayObject *)PyArray_FROM_OTF((PyObject *)y, NPY_FLOAT64,
@@ -221,6 +222,7 @@ static PyArrayObject *prepare_labels(PyArrayObject *y, size_t C)
             }
         }
         Py_DECREF(f);
+        in_range = 1;
     }
     if (PyArray_DESCR(y)->kind == 'u' && PyArray_ITEMSIZE(y) == 8) {
         /* values >= 2^63 would wrap in int64: compare as unsigned */
@@ -239,6 +241,7 @@ static PyArrayObject *prepare_labels(PyArrayObject *y, size_t C)
             }
         }
         Py_DECREF(u);
+        in_range = 1;
     }
     if (PyArray_TYPE(y) == NPY_INT64 && PyArray_ISCARRAY_RO(y) &&
         PyArray_ISNOTSWAPPED(y)) {
@@ -252,7 +255,7 @@ static PyArrayObject *prepare_labels(PyArrayObject *y, size_t C)
         if (!labels)
             return NULL;
     }
-    for (i = 0; i < n; i++) {
+    for (i = 0; !in_range && i < n; i++) {
         int64_t v = ((const int64_t *)PyArray_DATA(labels))[i];
         if (v < 0 || (uint64_t)v >= (uint64_t)C) {
             PyErr_Format(PyExc_ValueError,
@@ -482,7 +485,8 @@ PyArrayObject *nn_prepare_weights(PyObject *w, int dt, size_t N,
                                   const char *name)
 {
     PyArrayObject *a = nn_as_input(w, dt, name, 1);
-    size_t i;
+    npy_intp i;
+    double v;
     if (!a)
         return NULL;
     if ((size_t)PyArray_DIM(a, 0) != N) {
@@ -492,18 +496,15 @@ PyArrayObject *nn_prepare_weights(PyObject *w, int dt, size_t N,
         Py_DECREF(a);
         return NULL;
     }
-    for (i = 0; i < N; i++) {
-        double v = dt == NN_F32 ? ((const float *)PyArray_DATA(a))[i]
-                                : ((const double *)PyArray_DATA(a))[i];
-        if (!(v >= 0 && isfinite(v))) {
-            char buf[40];
-            PyOS_snprintf(buf, sizeof buf, "%g", v);
-            PyErr_Format(PyExc_ValueError,
-                         "%s must be finite and >= 0, got %s at index %zu", name,
-                         buf, i);
-            Py_DECREF(a);
-            return NULL;
-        }
+    i = first_outside(a, dt, 0, DBL_MAX, &v);   /* also inf and NaN */
+    if (i >= 0) {
+        char buf[40];
+        PyOS_snprintf(buf, sizeof buf, "%g", v);
+        PyErr_Format(PyExc_ValueError,
+                     "%s must be finite and >= 0, got %s at index %zd", name,
+                     buf, i);
+        Py_DECREF(a);
+        return NULL;
     }
     return a;
 }
