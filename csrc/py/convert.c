@@ -384,12 +384,26 @@ exit:
     return rc;
 }
 
+/* 1 when every weight of d (dtype dt) is finite and >= 0; else 0 with a
+ * ValueError naming the first bad one */
+static int weights_valid(PyArrayObject *d, int dt, const char *name)
+{
+    double v;
+    npy_intp i = first_outside(d, dt, 0, DBL_MAX, &v);   /* also inf, NaN */
+    char buf[40];
+    if (i < 0)
+        return 1;
+    PyOS_snprintf(buf, sizeof buf, "%.17g", v);
+    PyErr_Format(PyExc_ValueError,
+                 "%s must be finite and >= 0, got %s at index %zd", name, buf,
+                 i);
+    return 0;
+}
+
 PyArrayObject *nn_prepare_row_weights(PyObject *w, int dt, size_t N,
                                       const char *name)
 {
     PyArrayObject *arr = as_real_array(w, name), *d;
-    npy_intp i;
-    double v;
     if (!arr)
         return NULL;
     if (PyArray_NDIM(arr) != 1 || (size_t)PyArray_DIM(arr, 0) != N) {
@@ -405,13 +419,7 @@ PyArrayObject *nn_prepare_row_weights(PyObject *w, int dt, size_t N,
     Py_DECREF(arr);
     if (!d)
         return NULL;
-    i = first_outside(d, dt, 0, DBL_MAX, &v);   /* also inf and NaN */
-    if (i >= 0) {
-        char buf[40];
-        PyOS_snprintf(buf, sizeof buf, "%.17g", v);
-        PyErr_Format(PyExc_ValueError,
-                     "%s must be finite and >= 0, got %s at index %zd", name,
-                     buf, i);
+    if (!weights_valid(d, dt, name)) {
         Py_DECREF(d);
         return NULL;
     }
@@ -485,8 +493,6 @@ PyArrayObject *nn_prepare_weights(PyObject *w, int dt, size_t N,
                                   const char *name)
 {
     PyArrayObject *a = nn_as_input(w, dt, name, 1);
-    npy_intp i;
-    double v;
     if (!a)
         return NULL;
     if ((size_t)PyArray_DIM(a, 0) != N) {
@@ -496,13 +502,7 @@ PyArrayObject *nn_prepare_weights(PyObject *w, int dt, size_t N,
         Py_DECREF(a);
         return NULL;
     }
-    i = first_outside(a, dt, 0, DBL_MAX, &v);   /* also inf and NaN */
-    if (i >= 0) {
-        char buf[40];
-        PyOS_snprintf(buf, sizeof buf, "%g", v);
-        PyErr_Format(PyExc_ValueError,
-                     "%s must be finite and >= 0, got %s at index %zd", name,
-                     buf, i);
+    if (!weights_valid(a, dt, name)) {
         Py_DECREF(a);
         return NULL;
     }
