@@ -142,7 +142,8 @@ def _epoch_order(shuffle, rng, seed, epoch, n):
     if not shuffle:
         return None
     gen = rng if rng is not None else np.random.default_rng([seed, epoch])
-    return gen.permutation(n).astype(np.int64)
+    # int64 already where the platform's intp is: no second copy of n rows
+    return gen.permutation(n).astype(np.int64, copy=False)
 
 
 def _fit_optimizer(model, optimizer):
