@@ -18,12 +18,14 @@ DTYPES = [np.float32, np.float64]
 # multiply-adds, float32 products reach the kernels of gemm_small.c
 # (AVX-512 or AVX2): whole two-vector panels, one vector left, a masked
 # partial vector (N not a multiple of 8 or 16) alone or after a whole one,
-# rows left over after blocks of 8 (AVX-512) or 6 (AVX2) and of 4, K = 1,
+# rows left over after blocks of 8 (AVX-512) or 6 (AVX2) and of 4, a
+# one-vector panel's blocks of 8 rows, then 4, then 1 (15, 12, 20), K = 1,
 # and the largest size (2^16)
 SHAPES = [(1, 7, 5), (6, 1, 5), (1, 1, 9), (4, 3, 1), (1, 300, 200), (300, 1, 200),
           (5, 6, 7), (32, 32, 64), (80, 70, 120),
           (3, 8, 1), (5, 16, 7), (9, 24, 33), (7, 40, 2), (64, 32, 32), (8, 8, 8),
           (32, 10, 32), (8, 3, 5), (16, 7, 40), (6, 20, 9), (5, 45, 3), (2, 2, 2),
+          (15, 12, 20),
           # and with B transposed (copied back) when C has >= 16 rows
           (16, 16, 16), (20, 32, 10), (33, 8, 50), (17, 10, 12), (16, 50, 20)]
 # Above 2^16 multiply-adds and below OpenBLAS's single-thread limit, B not

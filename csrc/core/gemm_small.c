@@ -13,7 +13,8 @@
  *   C (M, N) = alpha op(A) op(B) + beta C, row-major
  * (or + beta c0 in every row: a Linear's bias as the starting value)
  * in blocks of SK_ROWS rows (8 with AVX-512's 32 registers, 6 with
- * AVX2's 16) x 2 vectors of columns of C held in registers, walking k in
+ * AVX2's 16) x 2 vectors of columns of C held in registers (8 rows x 1
+ * vector for the last column panel of a narrow C), walking k in
  * order (each element of C is one fused multiply-add chain over k, as in
  * OpenBLAS's kernels), B read a row of vectors at a time, A one value at
  * a time (either layout). The last vector of a row that is not whole is
@@ -61,6 +62,7 @@ static int simd_cap = NN_SIMD_AVX512;
 #define SK_TARGET "avx2,fma"
 #define SK_LANES 8
 #define SK_ROWS 6
+#define SK_ROWS1 8
 #define sk_vec __m256
 #define sk_mask __m256i
 #define SK_ZERO() _mm256_setzero_ps()
@@ -78,6 +80,7 @@ static int simd_cap = NN_SIMD_AVX512;
 #undef SK_TARGET
 #undef SK_LANES
 #undef SK_ROWS
+#undef SK_ROWS1
 #undef sk_vec
 #undef sk_mask
 #undef SK_ZERO
@@ -95,6 +98,7 @@ static int simd_cap = NN_SIMD_AVX512;
 #define SK_TARGET "avx512f"
 #define SK_LANES 16
 #define SK_ROWS 8
+#define SK_ROWS1 8
 #define sk_vec __m512
 #define sk_mask __mmask16
 #define SK_ZERO() _mm512_setzero_ps()

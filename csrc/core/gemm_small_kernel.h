@@ -7,6 +7,8 @@
  *   SK_LANES        floats per vector (8 or 16)
  *   SK_ROWS         rows of C per block of two-vector panels (6 or 8: as
  *                   many accumulators as the set's registers hold)
+ *   SK_ROWS1        rows of C per block of one-vector panels (8: enough
+ *                   independent sums to hide the multiply-add latency)
  *   sk_vec, sk_mask the vector and tail-mask types
  *   SK_ZERO() SK_SET1(x) SK_LOADU(p) SK_STOREU(p, v) SK_FMA(a, b, c)
  *   SK_MUL(a, b) SK_TAIL(n) SK_LOADM(m, p) SK_STOREM(p, m, v)
@@ -23,9 +25,18 @@
 
 #define SK_KERNEL static inline __attribute__((always_inline, target(SK_TARGET)))
 
+/* The loops over a block's rows and vectors are unrolled by hand: left
+ * to itself GCC keeps the accumulator array in memory for some (R, W,
+ * TAIL), storing every accumulator at every k, which makes those blocks
+ * several times slower (a partial second vector: N % 32 in 17..31 with
+ * AVX-512, N % 16 in 9..15 with AVX2). */
+#define SK_UNROLL _Pragma("GCC unroll 16")
+#define SK_ROWS_MAX (SK_ROWS1 > SK_ROWS ? SK_ROWS1 : SK_ROWS)
+
 /*
- * One block of C: rows i .. i + R - 1 (R = SK_ROWS, 4 or 1), W vectors of
- * columns from j (W = 1 or 2), the last of them masked to `tail` when TAIL.
+ * One block of C: rows i .. i + R - 1 (R = SK_ROWS, SK_ROWS1, 4 or 1), W
+ * vectors of columns from j (W = 1 or 2), the last of them masked to
+ * `tail` when TAIL.
  * A (M, K) row-major, or (K, M) when TA; B (K, N) row-major; c0 (N) or
  * NULL: C's starting row.
  */
@@ -35,27 +46,34 @@ SK_KERNEL void SK(block)(const int R, const int W, const int TAIL,
                          size_t j, sk_mask tail, float beta, const float *c0,
                          float *C, size_t ldc)
 {
-    sk_vec acc[SK_ROWS][2];
+    sk_vec acc[SK_ROWS_MAX][2];
     size_t k;
     int r, w;
+    SK_UNROLL
     for (r = 0; r < R; r++)
+        SK_UNROLL
         for (w = 0; w < W; w++)
             acc[r][w] = SK_ZERO();
     for (k = 0; k < K; k++) {
         const float *brow = B + k * ldb + j;
         sk_vec b[2];
+        SK_UNROLL
         for (w = 0; w < W; w++)
             b[w] = (TAIL && w == W - 1) ? SK_LOADM(tail, brow + SK_LANES * w)
                                         : SK_LOADU(brow + SK_LANES * w);
+        SK_UNROLL
         for (r = 0; r < R; r++) {
             sk_vec a = SK_SET1(TA ? A[k * lda + i + r] : A[(i + r) * lda + k]);
+            SK_UNROLL
             for (w = 0; w < W; w++)
                 acc[r][w] = SK_FMA(a, b[w], acc[r][w]);
         }
     }
+    SK_UNROLL
     for (r = 0; r < R; r++) {
         float *crow = C + (i + r) * ldc + j;
         const float *start = c0 ? c0 + j : crow;
+        SK_UNROLL
         for (w = 0; w < W; w++) {
             const int masked = TAIL && w == W - 1;
             sk_vec v = SK_MUL(SK_SET1(alpha), acc[r][w]);
@@ -73,9 +91,8 @@ SK_KERNEL void SK(block)(const int R, const int W, const int TAIL,
 }
 
 /* Columns j .. j + W vectors of every row of C: two-vector panels
- * SK_ROWS rows at a time, then 4; one-vector panels 4 at a time (with
- * one vector of B per 4 or more broadcasts of A, more rows only add
- * loads). */
+ * SK_ROWS rows at a time, one-vector panels SK_ROWS1 (enough sums in
+ * flight to hide the multiply-add's latency), then 4 rows, then 1. */
 SK_KERNEL void SK(column_panel)(const int W, const int TAIL, const int TA,
                                 size_t M, size_t K, float alpha,
                                 const float *A, size_t lda, const float *B,
@@ -87,6 +104,10 @@ SK_KERNEL void SK(column_panel)(const int W, const int TAIL, const int TA,
     if (W == 2)
         for (; i + SK_ROWS <= M; i += SK_ROWS)
             SK(block)(SK_ROWS, W, TAIL, TA, K, alpha, A, lda, i, B, ldb, j,
+                      tail, beta, c0, C, ldc);
+    else
+        for (; i + SK_ROWS1 <= M; i += SK_ROWS1)
+            SK(block)(SK_ROWS1, W, TAIL, TA, K, alpha, A, lda, i, B, ldb, j,
                       tail, beta, c0, C, ldc);
     for (; i + 4 <= M; i += 4)
         SK(block)(4, W, TAIL, TA, K, alpha, A, lda, i, B, ldb, j, tail, beta,
@@ -149,3 +170,5 @@ SK(small_sgemm)(int trans_a, int trans_b, size_t M, size_t N, size_t K,
 }
 
 #undef SK_KERNEL
+#undef SK_UNROLL
+#undef SK_ROWS_MAX
