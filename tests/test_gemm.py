@@ -270,3 +270,23 @@ def test_linear_forward_starts_from_the_bias_bitwise(cap, N, I, O):
         _core._simd(old)
     np.testing.assert_array_equal(y, C)
     np.testing.assert_allclose(y, x.astype(np.float64) @ W + b, rtol=1e-5, atol=1e-5)
+
+
+def test_small_kernels_compile_out(tmp_path):
+    """gemm_small.c builds where its kernels are left out (a CPU other than
+    x86-64, or -DNN_NO_SMALL_GEMM): nn_small_sgemm then takes nothing and
+    OpenBLAS does every product."""
+    import os
+    import shlex
+    import subprocess
+    import sysconfig
+
+    core = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "csrc", "core")
+    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    build = subprocess.run(
+        cc + ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror",
+              "-DNN_NO_SMALL_GEMM", "-I", core, "-c", os.path.join(core, "gemm_small.c"),
+              "-o", str(tmp_path / "gemm_small.o")],
+        capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr

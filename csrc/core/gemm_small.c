@@ -43,19 +43,21 @@
 #include <stddef.h>
 #include <unistd.h>
 
-/* The instruction set in use: the CPU's best, lowered by nn_simd_cap (a
- * test hook that runs the AVX2 path on an AVX-512 machine). Both are read
- * and written atomically; they only choose between equal results. */
-static int simd_cpu = -1;               /* NN_SIMD_*, -1 until probed */
+/* The instruction set in use: the CPU's best (simd_cpu, probed where
+ * the kernels are compiled), lowered by nn_simd_cap (a test hook that
+ * runs the AVX2 path on an AVX-512 machine). Both are read and written
+ * atomically; they only choose between equal results. */
 static int simd_cap = NN_SIMD_AVX512;
+
+/* A transposed B is copied (transposed back) to the stack when it has at
+ * most this many values and C at least 16 rows to pay for the copy */
+#define NN_SMALL_BT_MAX 1024
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(NN_NO_SMALL_GEMM)
 #define NN_HAVE_SMALL_GEMM 1
 #include <immintrin.h>
 
-/* A transposed B is copied (transposed back) to the stack when it has at
- * most this many values and C at least 16 rows to pay for the copy */
-#define NN_SMALL_BT_MAX 1024
+static int simd_cpu = -1;               /* NN_SIMD_*, -1 until probed */
 
 /* ---- AVX2 + FMA: 8 floats a vector; a mask is a vector of 0 / -1 ---- */
 #define SK(name) name##_avx2
