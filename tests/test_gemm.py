@@ -183,9 +183,10 @@ def test_every_set_matches_float64_product(cap, M, N, K, ta, tb):
 def test_which_products_the_unpacked_kernels_take(cap):
     """Every product up to 2^16 multiply-adds (a transposed B only small
     and under C of 16 rows or more); bigger ones only with B not
-    transposed, C 32 columns or wider, B within the L2 cache, and on one
-    thread: under OpenBLAS's single-thread limit, or with nnlayers' OpenBLAS
-    at one thread (as in a training step's batch split)."""
+    transposed, C 32 columns or wider (3 or more past 10^6 multiply-adds),
+    B within the L2 cache, and on one thread: under OpenBLAS's
+    single-thread limit, or with nnlayers' OpenBLAS at one thread (as in a
+    training step's batch split)."""
     takes = _core._small_gemm_takes
     old, threads = _core._simd(), nl.get_num_threads()
     try:
@@ -196,13 +197,17 @@ def test_which_products_the_unpacked_kernels_take(cap):
             assert not takes(M, N, K, False, True)
         assert takes(64, 32, 32, False, False) and takes(16, 16, 16, False, True)
         assert not takes(8, 16, 16, False, True)          # C under 16 rows
-        assert not takes(300, 10, 256, False, False)      # C under 32 columns
+        assert not takes(300, 10, 256, False, False)      # narrow, under 10^6
         assert not takes(8, 4096, 4096, False, False)     # B beyond any L2
         nl.set_num_threads(1)
         assert takes(64, 64, 200, False, False)           # 2^19.6, one thread
+        assert takes(520, 10, 200, False, False)          # narrow, past 10^6
+        assert takes(520, 10, 200, True, False)
+        assert not takes(520, 2, 1000, False, False)      # C under 3 columns
         nl.set_num_threads(2)
         if nl.get_num_threads() == 2:
             assert not takes(64, 64, 200, False, False)   # OpenBLAS's threads
+            assert not takes(520, 10, 200, False, False)
         _core._simd("none")
         assert not takes(37, 64, 200, False, False) and not takes(8, 8, 8, False, False)
     finally:

@@ -29,10 +29,10 @@
  *   - or bigger ones that run on one thread (OpenBLAS would keep them on
  *     the calling thread, or is at one thread, as in a split training
  *     step: these kernels are single-threaded), with B not transposed,
- *     C at least 32 columns wide (whole two-vector panels of SK_ROWS
- *     rows: fewer columns leave too few sums to hide the multiply-add's
- *     latency) and B small enough to stay in the core's L2 cache (7/8 of
- *     it), from where each block of rows reads it again.
+ *     C at least 32 columns wide, or narrower (NN_SMALL_MIN_COLS or more)
+ *     past NN_SMALL_NARROW_MIN multiply-adds, and B small enough to stay
+ *     in the core's L2 cache (7/8 of it), from where each block of rows
+ *     reads it again.
  * For any other product, or when the CPU has neither set (or the set
  * was capped by nn_simd_cap for a test), nn_small_sgemm returns 0 and
  * does nothing: OpenBLAS then does it.
@@ -52,6 +52,16 @@ static int simd_cap = NN_SIMD_AVX512;
 /* A transposed B is copied (transposed back) to the stack when it has at
  * most this many values and C at least 16 rows to pay for the copy */
 #define NN_SMALL_BT_MAX 1024
+
+/* Above NN_SMALL_GEMM_MAX multiply-adds, a C narrower than 32 columns
+ * (one vector per row of a block, most lanes masked when N is small)
+ * comes here only past NN_SMALL_NARROW_MIN multiply-adds, and with at
+ * least NN_SMALL_MIN_COLS columns. Below that OpenBLAS's AVX-512 builds
+ * use unpacked kernels of their own that vectorise a narrow C better;
+ * past it they pack, and these kernels are faster (a 10-class output
+ * layer's product on predict's half of 1024 rows, for one). */
+#define NN_SMALL_MIN_COLS 3
+#define NN_SMALL_NARROW_MIN 1e6
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(NN_NO_SMALL_GEMM)
 #define NN_HAVE_SMALL_GEMM 1
@@ -178,7 +188,8 @@ int nn_small_sgemm_takes(int trans_a, int trans_b, size_t M, size_t N,
         return 0;
     if (macs <= NN_SMALL_GEMM_MAX)
         return !trans_b || (K * N <= NN_SMALL_BT_MAX && M >= 16);
-    return !trans_b && N >= 32 &&
+    return !trans_b && N >= NN_SMALL_MIN_COLS &&
+           (N >= 32 || macs > NN_SMALL_NARROW_MIN) &&
            (double)K * N * sizeof(float) <= (double)b_budget() &&
            (macs < NN_GEMM_ONE_THREAD ||
             NN_BLAS(openblas_get_num_threads)() == 1);
