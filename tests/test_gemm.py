@@ -215,6 +215,34 @@ def test_which_products_the_unpacked_kernels_take(cap):
         nl.set_num_threads(threads)
 
 
+
+@pytest.mark.skipif(not SIMD_SETS, reason="this CPU has neither AVX2 nor AVX-512")
+@pytest.mark.parametrize("ta", [False, True])
+def test_narrow_products_past_a_million_on_one_thread(ta):
+    """A 10- and a 23-column C past 10^6 multiply-adds on one thread (a
+    split step's or predict's half of the rows): the unpacked kernels take
+    them, every set matches the float64 product, and the sets agree to
+    the bit."""
+    threads = nl.get_num_threads()
+    try:
+        nl.set_num_threads(1)
+        for M, N, K in [(520, 10, 200), (300, 23, 150)]:
+            assert _core._small_gemm_takes(M, N, K, ta, False)
+            rng = np.random.default_rng(M + N + K)
+            A, B, C, opA, opB = operands(M, N, K, ta, False, np.float32, rng)
+            want = -0.5 * (opA @ opB) + C[:, :N].astype(np.float64)
+            got = {cap: gemm_under(cap, A, B, C, ta, False, M, N, K, -0.5, 1.0)
+                   for cap in SIMD_SETS}
+            t = tol(np.float32, K)
+            for g in got.values():
+                np.testing.assert_allclose(g[:, :N], want, rtol=t,
+                                           atol=t * max(1.0, np.abs(want).max()))
+                np.testing.assert_array_equal(g[:, N:], C[:, N:])
+            if len(got) == 2:
+                np.testing.assert_array_equal(got["avx512"], got["avx2"])
+    finally:
+        nl.set_num_threads(threads)
+
 def test_simd_hook_names_its_argument():
     with pytest.raises(ValueError, match="cap must be"):
         _core._simd("sse")
